@@ -32,7 +32,13 @@ register_envs()
 
 # Loaded on first use: `import aib` (run by the startup hook while gymnasium imports) needs only numpy and the
 # registry, and stable-baselines3 is needed only for the VecEnv helpers.
-_LAZY = {"make_vec_env": "aib.vec_env", "AssignContexts": "aib.vec_env", "ActuatorInversion": "aib.wrappers"}
+_LAZY = {
+    "make_vec_env": "aib.vec_env",
+    "AssignContexts": "aib.vec_env",
+    "ActuatorInversion": "aib.wrappers",
+    "evaluate": "aib.evaluation",
+    "SplitResult": "aib.evaluation",
+}
 
 
 def __getattr__(name: str) -> Any:
@@ -52,9 +58,11 @@ __all__ = [
     "ContextSplit",
     "ContextVariable",
     "EnvInfo",
+    "SplitResult",
     "context_variables",
     "default_context",
     "env_info",
+    "evaluate",
     "get_contexts",
     "list_envs",
     "make_vec_env",

@@ -186,7 +186,9 @@ def context_variables(env_id: str, k: int = 2) -> tuple[ContextVariable, ...]:
             raise ValueError(f"k={k!r} is not allowed for {ODE_ID}; expected an integer from 1 to {MAX_ODE_K}")
         return tuple(_ode_parameter(j) for j in range(int(k)))
     if env_id not in _CONTEXT_VARIABLES:
-        raise ValueError(f"env_id={env_id!r} is not an AIB environment; expected one of {sorted([*_CONTEXT_VARIABLES, ODE_ID])}")
+        raise ValueError(
+            f"env_id={env_id!r} is not an AIB environment; expected one of {sorted([*_CONTEXT_VARIABLES, ODE_ID])}"
+        )
     return _CONTEXT_VARIABLES[env_id]
 
 
@@ -246,7 +248,7 @@ def get_contexts(env_id: str, split: str, seed: int | None = None, k: int = 2) -
             if name == split:
                 chosen = drawn
                 break
-    return [dict(zip(names, (float(v) for v in combo))) for combo in chosen]
+    return [dict(zip(names, (float(v) for v in combo), strict=False)) for combo in chosen]
 
 
 def splits(env_id: str, seed: int | None = None, k: int = 2) -> dict[str, list[dict[str, float]]]:

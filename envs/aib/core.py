@@ -63,7 +63,9 @@ class AIBEnv(gym.Env[np.ndarray, np.ndarray]):
         if not isinstance(context_aware, bool):
             raise ValueError(f"context_aware={context_aware!r} must be True or False")
         if render_mode is not None and render_mode not in self.metadata["render_modes"]:
-            raise ValueError(f"render_mode={render_mode!r} is not supported; expected one of {self.metadata['render_modes']}")
+            # TypeError, not ValueError: SB3's make_vec_env (and so rl-zoo3) first tries render_mode="rgb_array" and
+            # falls back to no render_mode only on TypeError.
+            raise TypeError(f"render_mode={render_mode!r} is not supported; expected one of {self.metadata['render_modes']}")
         self.render_mode = render_mode
         self.split = split
         self.context_selection = context_selection
@@ -92,7 +94,9 @@ class AIBEnv(gym.Env[np.ndarray, np.ndarray]):
             self.observation_space = task_obs_space
 
         # Apply the first context now so the env is usable (and renderable) before the first reset.
-        self.context, self.context_id = self._fixed if self._fixed is not None else (dict(self._split_contexts[0]), f"{split}/0")
+        self.context, self.context_id = (
+            self._fixed if self._fixed is not None else (dict(self._split_contexts[0]), f"{split}/0")
+        )
         self.context = dict(self.context)
         self._apply_context(self.context)
 
@@ -124,7 +128,9 @@ class AIBEnv(gym.Env[np.ndarray, np.ndarray]):
             split, index = parse_context_ref(context)
             contexts = get_contexts(self.env_id, split, seed=self.split_seed, **self._space_kwargs)
             if not 0 <= index < len(contexts):
-                raise ValueError(f"context index {index} is out of range for split {split!r}; expected 0 to {len(contexts) - 1}")
+                raise ValueError(
+                    f"context index {index} is out of range for split {split!r}; expected 0 to {len(contexts) - 1}"
+                )
             self._fixed = (contexts[index], f"{split}/{index}")
         else:
             raise ValueError(f"context={context!r} must be a dict of context values, a (split, index) pair, or None")

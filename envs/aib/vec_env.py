@@ -36,11 +36,17 @@ class AssignContexts(VecEnvWrapper):
             venv.env_method("set_context", (env_split, i % 20), indices=[i])
         self.splits = list(env_splits)
 
+    # VecEnvWrapper keeps its own (empty) reset_infos; forward the wrapped VecEnv's so that the reset infos
+    # (info["context"] of each sub-env) stay visible through this wrapper.
     def reset(self) -> Any:
-        return self.venv.reset()
+        obs = self.venv.reset()
+        self.reset_infos = self.venv.reset_infos
+        return obs
 
     def step_wait(self) -> Any:
-        return self.venv.step_wait()
+        result = self.venv.step_wait()
+        self.reset_infos = self.venv.reset_infos
+        return result
 
 
 def make_vec_env(

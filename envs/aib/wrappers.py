@@ -24,7 +24,11 @@ class ActuatorInversion(gym.wrappers.TransformAction, gym.utils.RecordConstructo
         if not isinstance(env.action_space, spaces.Box):
             raise TypeError(f"ActuatorInversion needs a Box action space, got {env.action_space}")
         shape = env.action_space.shape
-        signs = np.broadcast_to(np.asarray(sign, dtype=np.float32), shape).copy() if np.ndim(sign) == 0 else np.asarray(sign, np.float32)
+        signs = (
+            np.broadcast_to(np.asarray(sign, dtype=np.float32), shape).copy()
+            if np.ndim(sign) == 0
+            else np.asarray(sign, np.float32)
+        )
         if signs.shape != shape or not np.all(np.isin(signs, (-1.0, 1.0))):
             raise ValueError(f"sign={sign!r} must be -1, +1 or one of them per action channel (shape {shape})")
         if not np.allclose(env.action_space.low, -env.action_space.high):
@@ -34,4 +38,6 @@ class ActuatorInversion(gym.wrappers.TransformAction, gym.utils.RecordConstructo
             raise ValueError(f"permutation={permutation!r} must be a permutation of range({shape[0]})")
         gym.utils.RecordConstructorArgs.__init__(self, sign=sign, permutation=permutation)
         self.sign, self.permutation = signs, order
-        gym.wrappers.TransformAction.__init__(self, env, lambda a: (self.sign * np.asarray(a)[self.permutation]).astype(a.dtype), env.action_space)
+        gym.wrappers.TransformAction.__init__(
+            self, env, lambda a: (self.sign * np.asarray(a)[self.permutation]).astype(a.dtype), env.action_space
+        )

@@ -1,0 +1,1 @@
+"""Shared building blocks of sb3-dmash: replay buffer, context encoders, hypernetworks, losses."""

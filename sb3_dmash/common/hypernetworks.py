@@ -1,0 +1,135 @@
+"""The hypernetwork that turns an inferred context z into adapter weights, and the adapted MLP trunk.
+
+An adapter (Decision Adapter, Beukman et al. 2023) sits at the pre-activation ``h`` of a trunk's last hidden layer:
+
+    y = ReLU(h + W2 ReLU(W1 h + b1) + b2),   W1: (r, d), b1: (r,), W2: (d, r), b2: (d,)
+
+with a bottleneck ``r = d // 8``. In DMA*-SH the weights ``omega = (W1, b1, W2, b2)`` are generated per sample by one
+hypernetwork from z, and the same omega serves the forward model, the actor and every critic.
+
+Per-sample weights are applied as batched row-vector products (``h[:, None, :] @ W1^T``), which is several times
+faster than ``einsum("bij,bj->bi")`` forward and backward. Each tensor of omega has its own output head, so that no
+16k-wide output is ever sliced while gradients flow (autograd would then allocate and sum zero-filled gradients of
+the whole output for every slice).
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import torch as th
+from torch import nn
+from torch.nn import functional as F
+
+
+class AdapterWeights(NamedTuple):
+    """Per-sample adapter weights, stored transposed for row-vector products.
+
+    ``w1t``: (B, d, r) = W1^T; ``b1``: (B, r); ``w2t``: (B, r, d) = W2^T; ``b2``: (B, d).
+    """
+
+    w1t: th.Tensor
+    b1: th.Tensor
+    w2t: th.Tensor
+    b2: th.Tensor
+
+    @property
+    def n_params(self) -> int:
+        """Number of generated numbers per sample."""
+        return sum(t[0].numel() for t in self)
+
+    def flat(self) -> th.Tensor:
+        """All generated numbers of each sample as one (B, n_params) tensor (for diagnostics)."""
+        return th.cat([t.flatten(1) for t in self], dim=1)
+
+
+def apply_adapter(h: th.Tensor, weights: AdapterWeights) -> th.Tensor:
+    """``ReLU(h + W2 ReLU(W1 h + b1) + b2)`` for a batch of pre-activations ``h`` (B, d) and per-sample weights.
+
+    ``h`` may carry extra leading "model" dimensions folded into the batch by the caller; the weights must then be
+    repeated accordingly.
+    """
+    u = F.relu(th.baddbmm(weights.b1.unsqueeze(1), h.unsqueeze(1), weights.w1t))
+    return F.relu(h + th.baddbmm(weights.b2.unsqueeze(1), u, weights.w2t).squeeze(1))
+
+
+def apply_adapter_loop(h: th.Tensor, weights: AdapterWeights) -> th.Tensor:
+    """The straightforward per-sample version of :func:`apply_adapter` (the reference's loop); for tests only."""
+    out = []
+    for i in range(h.shape[0]):
+        u = F.relu(weights.w1t[i].T @ h[i] + weights.b1[i])
+        out.append(F.relu(h[i] + weights.w2t[i].T @ u + weights.b2[i]))
+    return th.stack(out)
+
+
+class HyperNetwork(nn.Module):
+    """``z -> omega``: an MLP ``context_dim -> 64 -> 64`` (ReLU) with one linear head per adapter tensor.
+
+    Separate heads equal one linear layer over all 16,672 outputs (same fan-in, so the same default init).
+
+    :param context_dim: size of z.
+    :param adapted_dim: width ``d`` of the adapted layer.
+    :param bottleneck_dim: adapter bottleneck ``r`` (default ``d // 8``).
+    :param net_arch: hidden sizes of the hypernetwork.
+    """
+
+    def __init__(
+        self, context_dim: int, adapted_dim: int, bottleneck_dim: int | None = None, net_arch: list[int] | None = None
+    ):
+        super().__init__()
+        net_arch = [64, 64] if net_arch is None else list(net_arch)
+        self.adapted_dim = adapted_dim
+        self.bottleneck_dim = bottleneck_dim if bottleneck_dim is not None else max(1, adapted_dim // 8)
+        layers: list[nn.Module] = []
+        last = context_dim
+        for width in net_arch:
+            layers += [nn.Linear(last, width), nn.ReLU()]
+            last = width
+        self.trunk = nn.Sequential(*layers)
+        d, r = self.adapted_dim, self.bottleneck_dim
+        self.w1_head = nn.Linear(last, d * r)
+        self.b1_head = nn.Linear(last, r)
+        self.w2_head = nn.Linear(last, r * d)
+        self.b2_head = nn.Linear(last, d)
+
+    @property
+    def n_generated(self) -> int:
+        return 2 * self.adapted_dim * self.bottleneck_dim + self.adapted_dim + self.bottleneck_dim
+
+    def forward(self, z: th.Tensor) -> AdapterWeights:
+        x = self.trunk(z)
+        d, r = self.adapted_dim, self.bottleneck_dim
+        return AdapterWeights(self.w1_head(x).view(-1, d, r), self.b1_head(x), self.w2_head(x).view(-1, r, d), self.b2_head(x))
+
+
+class AdaptedMLP(nn.Module):
+    """An MLP trunk whose last hidden layer can be modulated by adapter weights.
+
+    Without weights it is a plain ``Linear -> ReLU -> ... -> Linear -> ReLU`` trunk; with weights the last ReLU is
+    replaced by the adapter (which ends with its own ReLU).
+
+    :param input_dim: input size.
+    :param net_arch: hidden sizes (the adapter acts on the last one).
+    :param activation_fn: activation between layers.
+    """
+
+    def __init__(self, input_dim: int, net_arch: list[int], activation_fn: type[nn.Module] = nn.ReLU):
+        super().__init__()
+        if len(net_arch) == 0:
+            raise ValueError("net_arch must have at least one hidden layer (the adapter acts on the last one)")
+        layers: list[nn.Module] = []
+        last = input_dim
+        for i, width in enumerate(net_arch):
+            layers.append(nn.Linear(last, width))
+            if i < len(net_arch) - 1:
+                layers.append(activation_fn())
+            last = width
+        self.body = nn.Sequential(*layers)
+        self.activation = activation_fn()
+        self.output_dim = last
+
+    def forward(self, x: th.Tensor, adapter: AdapterWeights | None = None) -> th.Tensor:
+        h = self.body(x)
+        if adapter is None:
+            return self.activation(h)
+        return apply_adapter(h, adapter)

@@ -1,0 +1,723 @@
+"""Policy of DMA*-SH: context features extractor (encoder + hypernetwork + forward model), actor and critics.
+
+Gradient routing (Benad et al. 2026, §3.3): the encoder and the hypernetwork are trained only by the forward model's
+dynamics loss; the actor and the critics read adapter weights computed from a detached z under ``no_grad``. There is
+no target encoder and no target hypernetwork: the target critics use the online omega.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, NamedTuple
+
+import numpy as np
+import torch as th
+from gymnasium import spaces
+from stable_baselines3.common.policies import BasePolicy
+from stable_baselines3.common.preprocessing import get_action_dim
+from stable_baselines3.common.torch_layers import BaseFeaturesExtractor
+from stable_baselines3.common.type_aliases import PyTorchObs, Schedule
+from torch import nn
+from torch.nn import functional as F
+
+from sb3_dmash.common.context_encoders import LSTMContextEncoder, ProbabilisticLSTMContextEncoder
+from sb3_dmash.common.hypernetworks import AdaptedMLP, AdapterWeights, HyperNetwork
+
+HISTORY_ON_EPISODE_START = ("reset", "keep")
+CONTEXT_SOURCES = ("inferred", "observed", "none")
+RL_MERGES = ("hypernet_shared", "hypernet", "concat", "none")
+FM_MERGES = ("hypernet", "concat", None)
+ENCODERS = ("lstm", "plstm")
+LOG_2PI = math.log(2 * math.pi)
+
+
+class ContextState(NamedTuple):
+    """State of the stateful :meth:`DMASHPolicy.predict`, one row per env (RecurrentPPO-style).
+
+    :param window: (n_envs, K, 2 obs_dim + action_dim) the last K transitions ``(s, a, s' - s)``, oldest first.
+    :param last_obs: (n_envs, obs_dim) observation of the previous call.
+    :param last_action: (n_envs, action_dim) action (in [-1, 1]) returned by the previous call.
+    :param has_prev: (n_envs,) whether ``last_obs``/``last_action`` hold a transition still to be appended.
+    """
+
+    window: np.ndarray
+    last_obs: np.ndarray
+    last_action: np.ndarray
+    has_prev: np.ndarray
+
+
+def initial_window(obs: np.ndarray, history_len: int, action_dim: int) -> np.ndarray:
+    """The window before any transition: the observation repeated K times, zero actions, Δs = 0 (the reference's)."""
+    n, obs_dim = obs.shape
+    window = np.zeros((n, history_len, 2 * obs_dim + action_dim), dtype=np.float32)
+    window[:, :, :obs_dim] = obs[:, None, :]
+    return window
+
+
+def push_transition(window: np.ndarray, obs: np.ndarray, action: np.ndarray, next_obs: np.ndarray) -> None:
+    """Append ``(s, a, s' - s)`` as the newest entry of each row of ``window`` (in place, dropping the oldest)."""
+    window[:, :-1] = window[:, 1:]
+    obs_dim = obs.shape[1]
+    window[:, -1, :obs_dim] = obs
+    window[:, -1, obs_dim:-obs_dim] = action
+    window[:, -1, -obs_dim:] = next_obs - obs
+
+
+def _check_int(name: str, value: Any, minimum: int = 1) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
+        raise ValueError(f"{name}={value!r} must be an integer >= {minimum}")
+
+
+def _check_choice(name: str, value: Any, allowed: tuple) -> None:
+    if value not in allowed:
+        raise ValueError(f"{name}={value!r} is not allowed; expected one of {allowed}")
+
+
+class RLContext(NamedTuple):
+    """What the actor and the critics read of the context for one batch.
+
+    :param z: the context values concatenated to the network inputs (inferred z, or the observed true context), or
+        ``None``.
+    :param adapter: adapter weights shared by all RL networks (DMA*-SH), or ``None``.
+    """
+
+    z: th.Tensor | None = None
+    adapter: AdapterWeights | None = None
+
+    def detach(self) -> RLContext:
+        return RLContext(
+            None if self.z is None else self.z.detach(),
+            None if self.adapter is None else AdapterWeights(*(t.detach() for t in self.adapter)),
+        )
+
+
+class ContextFeaturesExtractor(BaseFeaturesExtractor):
+    """The inferred-context part of the policy: encoder ``window -> z``, hypernetwork ``z -> omega``, forward model.
+
+    It plays the role of SB3's features extractor for the context: the actor and the critics read z or its adapter
+    weights. It owns an optimiser (``.optimizer``) for the encoder, the hypernetwork and the forward model, stepped by
+    the dynamics loss (and by the RL losses only when an ablation turns their detach off).
+
+    :param observation_space: the observation space.
+    :param action_space: the action space.
+    :param history_len: window length K.
+    :param fm_net_arch: hidden sizes of the forward model trunk (its last width is the adapted width).
+    :param context_dim: size of z.
+    :param encoder: ``"lstm"`` (DMA, DMA*, DMA*-SH) or ``"plstm"`` (DMA-Pearl: Gaussian posterior).
+    :param encoder_dim: embedding and LSTM size of the encoder.
+    :param fm_merge: how the forward model reads z: ``"hypernet"`` (adapter weights from the hypernetwork, DMA*-SH),
+        ``"concat"`` (z appended to ``[s, a]``) or ``None`` (no forward model).
+    :param shared_hypernet: build the hypernetwork whose weights the RL networks share (DMA*-SH). With
+        ``fm_merge="hypernet"`` it is the forward model's.
+    :param hypernet_arch: hidden sizes of the hypernetwork.
+    :param adapter_bottleneck: adapter bottleneck (default: adapted width // 8).
+    :param input_mask_prob: whole-vector masking probability of the encoder input in training.
+    :param input_norm: encoder input norm (``"avg_l1"``, ``"layer"``, ``"none"``).
+    :param output_norm: encoder output norm (``"simnorm"``, ``"layer"``, ``"none"``).
+    :param subset_fraction: fraction of the window's steps the encoder reads.
+    :param input_shuffle: shuffle the steps in training when all are read.
+    :param kl_weight: DMA-Pearl's beta: the dynamics loss is multiplied by ``1 + kl_weight * KL``.
+    """
+
+    def __init__(
+        self,
+        observation_space: spaces.Box,
+        action_space: spaces.Box,
+        history_len: int,
+        fm_net_arch: list[int],
+        context_dim: int = 8,
+        encoder: str = "lstm",
+        encoder_dim: int = 32,
+        fm_merge: str | None = "hypernet",
+        shared_hypernet: bool = True,
+        hypernet_arch: list[int] | None = None,
+        adapter_bottleneck: int | None = None,
+        input_mask_prob: float = 0.4,
+        input_norm: str = "avg_l1",
+        output_norm: str = "simnorm",
+        subset_fraction: float = 0.2,
+        input_shuffle: bool = True,
+        kl_weight: float = 0.0,
+    ) -> None:
+        super().__init__(observation_space, features_dim=context_dim)
+        obs_dim = int(np.prod(observation_space.shape))
+        action_dim = get_action_dim(action_space)
+        if encoder not in ENCODERS:
+            raise ValueError(f"encoder={encoder!r} is not allowed; expected one of {ENCODERS}")
+        if fm_merge not in FM_MERGES:
+            raise ValueError(f"fm_merge={fm_merge!r} is not allowed; expected one of {FM_MERGES}")
+        encoder_class = ProbabilisticLSTMContextEncoder if encoder == "plstm" else LSTMContextEncoder
+        self.encoder = encoder_class(
+            obs_dim,
+            action_dim,
+            history_len,
+            context_dim=context_dim,
+            embed_dim=encoder_dim,
+            input_norm=input_norm,
+            output_norm=output_norm,
+            mask_prob=input_mask_prob,
+            subset_fraction=subset_fraction,
+            shuffle=input_shuffle,
+        )
+        self.fm_merge = fm_merge
+        self.kl_weight = float(kl_weight)
+        needs_hypernet = shared_hypernet or fm_merge == "hypernet"
+        self.hypernet = (
+            HyperNetwork(context_dim, fm_net_arch[-1], adapter_bottleneck, hypernet_arch) if needs_hypernet else None
+        )
+        if fm_merge is not None:
+            fm_in = obs_dim + action_dim + (context_dim if fm_merge == "concat" else 0)
+            self.fm_trunk = AdaptedMLP(fm_in, fm_net_arch)
+            self.fm_head = nn.Linear(fm_net_arch[-1], obs_dim)
+        self.optimizer: th.optim.Optimizer
+
+    @property
+    def has_forward_model(self) -> bool:
+        return self.fm_merge is not None
+
+    def forward(self, window: th.Tensor, training: bool = False) -> th.Tensor:  # type: ignore[override]
+        """Infer z from a window ``(B, K, 2 obs_dim + action_dim)``."""
+        return self.encoder(window, training=training)
+
+    def adapter_weights(self, window: th.Tensor, training: bool) -> AdapterWeights:
+        """The shared adapter weights for the actor and the critics: from a detached z, without gradient."""
+        if self.hypernet is None:
+            raise ValueError("this context module has no hypernetwork (its method does not generate adapter weights)")
+        with th.no_grad():
+            return self.hypernet(self.encoder(window, training=training))
+
+    def predict_dynamics(self, obs: th.Tensor, actions: th.Tensor, z: th.Tensor) -> th.Tensor:
+        """Predicted ``s' - s`` for a given z, with gradient into the forward model (and z's producers)."""
+        if self.fm_merge == "hypernet":
+            assert self.hypernet is not None
+            return self.fm_head(self.fm_trunk(th.cat([obs, actions], dim=1), self.hypernet(z)))
+        if self.fm_merge == "concat":
+            return self.fm_head(self.fm_trunk(th.cat([obs, actions, z], dim=1)))
+        raise ValueError("this context module has no forward model (fm_merge=None)")
+
+    def dynamics_loss(self, obs: th.Tensor, actions: th.Tensor, next_obs: th.Tensor, window: th.Tensor) -> th.Tensor:
+        """Mean squared error of the predicted ``s' - s`` (raw units, as the reference), times ``1 + beta KL`` for
+        the probabilistic encoder."""
+        if isinstance(self.encoder, ProbabilisticLSTMContextEncoder):
+            z, kl = self.encoder.forward_with_kl(window, training=True)
+        else:
+            z, kl = self.encoder(window, training=True), None
+        loss = F.mse_loss(self.predict_dynamics(obs, actions, z), next_obs - obs)
+        if kl is not None and self.kl_weight > 0:
+            loss = loss * (1.0 + self.kl_weight * kl)
+        return loss
+
+
+class ContextualNetwork(nn.Module):
+    """A trunk that reads the context the way its method says: z appended to the input (``"concat"``), adapter weights
+    shared from outside (``"hypernet_shared"``), adapter weights from its own hypernetwork (``"hypernet"``, Decision
+    Adapter and DMA*-H), or nothing (``"none"``).
+
+    :param input_dim: size of the input without the context.
+    :param net_arch: trunk hidden sizes.
+    :param activation_fn: activation between layers.
+    :param merge: one of :data:`RL_MERGES`.
+    :param context_dim: size of z (for ``"concat"`` and ``"hypernet"``).
+    :param hypernet_arch: hidden sizes of the own hypernetwork.
+    :param adapter_bottleneck: bottleneck of the own adapter.
+    """
+
+    def __init__(
+        self,
+        input_dim: int,
+        net_arch: list[int],
+        activation_fn: type[nn.Module],
+        merge: str,
+        context_dim: int = 0,
+        hypernet_arch: list[int] | None = None,
+        adapter_bottleneck: int | None = None,
+    ) -> None:
+        super().__init__()
+        self.merge = merge
+        self.trunk = AdaptedMLP(input_dim + (context_dim if merge == "concat" else 0), net_arch, activation_fn)
+        self.hypernet = (
+            HyperNetwork(context_dim, net_arch[-1], adapter_bottleneck, hypernet_arch) if merge == "hypernet" else None
+        )
+
+    def features(self, x: th.Tensor, context: RLContext) -> th.Tensor:
+        if self.merge == "concat":
+            assert context.z is not None
+            return self.trunk(th.cat([x, context.z], dim=1))
+        if self.merge == "hypernet":
+            assert context.z is not None and self.hypernet is not None
+            return self.trunk(x, self.hypernet(context.z))
+        if self.merge == "hypernet_shared":
+            return self.trunk(x, context.adapter)
+        return self.trunk(x)
+
+
+class Actor(nn.Module):
+    """Squashed Gaussian actor on the observation and the context.
+
+    ``log_std = lo + (hi - lo) (tanh(raw) + 1) / 2`` (the reference's mapping to [-5, 2], instead of SB3's clamp).
+
+    :param obs_dim: observation size (without observed context values).
+    :param action_dim: action size.
+    :param net_arch: trunk hidden sizes.
+    :param activation_fn: activation between layers.
+    :param log_std_bounds: ``(lo, hi)`` of the log standard deviation.
+    :param merge: how the trunk reads the context (see :class:`ContextualNetwork`).
+    :param context_dim: size of z.
+    :param hypernet_arch: hidden sizes of an own hypernetwork.
+    :param adapter_bottleneck: bottleneck of an own adapter.
+    """
+
+    def __init__(
+        self,
+        obs_dim: int,
+        action_dim: int,
+        net_arch: list[int],
+        activation_fn: type[nn.Module] = nn.ReLU,
+        log_std_bounds: tuple[float, float] = (-5.0, 2.0),
+        merge: str = "hypernet_shared",
+        context_dim: int = 0,
+        hypernet_arch: list[int] | None = None,
+        adapter_bottleneck: int | None = None,
+    ) -> None:
+        super().__init__()
+        self.net = ContextualNetwork(obs_dim, net_arch, activation_fn, merge, context_dim, hypernet_arch, adapter_bottleneck)
+        self.mu = nn.Linear(net_arch[-1], action_dim)
+        self.log_std = nn.Linear(net_arch[-1], action_dim)
+        self.log_std_min, self.log_std_max = log_std_bounds
+        self.optimizer: th.optim.Optimizer
+
+    def distribution_params(self, obs: th.Tensor, context: RLContext) -> tuple[th.Tensor, th.Tensor]:
+        features = self.net.features(obs, context)
+        log_std = self.log_std_min + 0.5 * (self.log_std_max - self.log_std_min) * (th.tanh(self.log_std(features)) + 1)
+        return self.mu(features), log_std
+
+    def forward(self, obs: th.Tensor, context: RLContext, deterministic: bool = False) -> th.Tensor:
+        mean, log_std = self.distribution_params(obs, context)
+        if deterministic:
+            return th.tanh(mean)
+        return th.tanh(mean + log_std.exp() * th.randn_like(mean))
+
+    def action_log_prob(self, obs: th.Tensor, context: RLContext) -> tuple[th.Tensor, th.Tensor]:
+        """A reparametrised action and its log-probability ``(B, 1)`` under the tanh-squashed Gaussian."""
+        mean, log_std = self.distribution_params(obs, context)
+        noise = th.randn_like(mean)
+        actions = th.tanh(mean + log_std.exp() * noise)
+        log_prob = (-0.5 * noise.pow(2) - log_std - 0.5 * LOG_2PI).sum(dim=1, keepdim=True)
+        log_prob = log_prob - th.log(1 - actions.pow(2) + 1e-6).sum(dim=1, keepdim=True)
+        return actions, log_prob
+
+
+class Critic(nn.Module):
+    """``n_critics`` Q-networks on ``[s, a]`` and the context.
+
+    :param obs_dim: observation size (without observed context values).
+    :param action_dim: action size.
+    :param net_arch: trunk hidden sizes.
+    :param activation_fn: activation between layers.
+    :param n_critics: number of Q-networks.
+    :param merge: how each trunk reads the context (see :class:`ContextualNetwork`); with ``"hypernet"`` every
+        Q-network has its own hypernetwork.
+    :param context_dim: size of z.
+    :param hypernet_arch: hidden sizes of own hypernetworks.
+    :param adapter_bottleneck: bottleneck of own adapters.
+    """
+
+    def __init__(
+        self,
+        obs_dim: int,
+        action_dim: int,
+        net_arch: list[int],
+        activation_fn: type[nn.Module] = nn.ReLU,
+        n_critics: int = 2,
+        merge: str = "hypernet_shared",
+        context_dim: int = 0,
+        hypernet_arch: list[int] | None = None,
+        adapter_bottleneck: int | None = None,
+    ) -> None:
+        super().__init__()
+        self.n_critics = n_critics
+        self.q_nets = nn.ModuleList(
+            [
+                ContextualNetwork(
+                    obs_dim + action_dim, net_arch, activation_fn, merge, context_dim, hypernet_arch, adapter_bottleneck
+                )
+                for _ in range(n_critics)
+            ]
+        )
+        self.heads = nn.ModuleList([nn.Linear(net_arch[-1], 1) for _ in range(n_critics)])
+        self.optimizer: th.optim.Optimizer
+
+    def forward(self, obs: th.Tensor, actions: th.Tensor, context: RLContext) -> tuple[th.Tensor, ...]:
+        x = th.cat([obs, actions], dim=1)
+        return tuple(head(net.features(x, context)) for net, head in zip(self.q_nets, self.heads, strict=False))
+
+
+class DMASHPolicy(BasePolicy):
+    """Policy of :class:`sb3_dmash.DMASHSAC`: DMA*-SH by default; the other presets of the paper are settings of it.
+
+    :param observation_space: the observation space (a flat Box).
+    :param action_space: the action space (a Box).
+    :param lr_schedule: learning-rate schedule of the actor (the algorithm sets the other optimisers' rates).
+    :param history_len: context window length K (set by the algorithm).
+    :param net_arch: hidden sizes shared by the actor, the critics and the forward model (adapters act on the last
+        layer, so with shared adapter weights the last width must be the same for all three). A dict with keys ``pi``,
+        ``qf`` (and optionally ``fm``) sets them separately.
+    :param activation_fn: activation between layers.
+    :param context_source: where the context comes from: ``"inferred"`` (an encoder reads the window of the last K
+        transitions), ``"observed"`` (the true context values are the last ``context_obs_dim`` entries of the
+        observation: envs made with ``context_aware=True``) or ``"none"`` (context-unaware SAC).
+    :param rl_merge: how the actor and the critics read the context: ``"hypernet_shared"`` (adapter weights from the
+        one hypernetwork of the context module, DMA*-SH), ``"hypernet"`` (a hypernetwork of their own per network,
+        Decision Adapter and DMA*-H), ``"concat"`` (z appended to the input) or ``"none"``.
+    :param fm_merge: how the forward model reads z (``"hypernet"``, ``"concat"``) or ``None`` (no forward model: no
+        dynamics alignment).
+    :param encoder: ``"lstm"`` or ``"plstm"`` (DMA-Pearl's Gaussian posterior).
+    :param context_obs_dim: number of trailing observation entries holding the true context (``"observed"`` only;
+        set by the algorithm from AIB envs).
+    :param context_dim: size of the inferred context z (even with SimNorm).
+    :param encoder_dim: embedding and LSTM size of the context encoder.
+    :param hypernet_arch: hidden sizes of the hypernetwork(s) (default ``[64, 64]``).
+    :param adapter_bottleneck: adapter bottleneck (default: last hidden width // 8).
+    :param input_mask_prob: whole-vector masking probability of the encoder input in training (0.4).
+    :param input_norm: encoder input norm: ``"avg_l1"`` (default), ``"layer"`` or ``"none"``.
+    :param output_norm: encoder output norm: ``"simnorm"`` (default), ``"layer"`` or ``"none"``.
+    :param subset_fraction: fraction of the window's steps the encoder reads (0.2).
+    :param input_shuffle: shuffle the window's steps in training when all are read.
+    :param kl_weight: DMA-Pearl's beta (the dynamics loss is multiplied by ``1 + kl_weight * KL``).
+    :param actor_detach: the actor loss does not reach the encoder and the shared hypernetwork (True, the paper; the
+        paper's ablation with False collapses).
+    :param critic_detach: the same for the critic loss.
+    :param log_std_bounds: bounds of the actor's log standard deviation.
+    :param n_critics: number of Q-networks.
+    :param history_on_episode_start: what :meth:`predict` does with the window at ``episode_start``: ``"reset"``
+        (default; a fresh window, safe when the context can change at reset) or ``"keep"`` (keep the window but add
+        no transition across the reset: right for fixed-context envs, as the reference trains).
+    :param optimizer_class: optimiser class of every network.
+    :param optimizer_kwargs: its extra keyword arguments.
+    """
+
+    actor: Actor
+    critic: Critic
+    critic_target: Critic
+    context: ContextFeaturesExtractor | None
+
+    def __init__(
+        self,
+        observation_space: spaces.Space,
+        action_space: spaces.Space,
+        lr_schedule: Schedule,
+        history_len: int = 24,
+        net_arch: list[int] | dict[str, list[int]] | None = None,
+        activation_fn: type[nn.Module] = nn.ReLU,
+        context_source: str = "inferred",
+        rl_merge: str = "hypernet_shared",
+        fm_merge: str | None = "hypernet",
+        encoder: str = "lstm",
+        context_obs_dim: int = 0,
+        context_dim: int = 8,
+        encoder_dim: int = 32,
+        hypernet_arch: list[int] | None = None,
+        adapter_bottleneck: int | None = None,
+        input_mask_prob: float = 0.4,
+        input_norm: str = "avg_l1",
+        output_norm: str = "simnorm",
+        subset_fraction: float = 0.2,
+        input_shuffle: bool = True,
+        kl_weight: float = 0.0,
+        actor_detach: bool = True,
+        critic_detach: bool = True,
+        log_std_bounds: tuple[float, float] = (-5.0, 2.0),
+        n_critics: int = 2,
+        history_on_episode_start: str = "reset",
+        optimizer_class: type[th.optim.Optimizer] = th.optim.Adam,
+        optimizer_kwargs: dict[str, Any] | None = None,
+    ) -> None:
+        if not isinstance(observation_space, spaces.Box) or len(observation_space.shape) != 1:
+            raise ValueError(f"DMASHPolicy needs a flat Box observation space, got {observation_space}")
+        if not isinstance(action_space, spaces.Box):
+            raise ValueError(f"DMASHPolicy needs a Box action space, got {action_space}")
+        _check_int("history_len", history_len)
+        _check_int("context_dim", context_dim)
+        _check_choice("history_on_episode_start", history_on_episode_start, HISTORY_ON_EPISODE_START)
+        _check_choice("context_source", context_source, CONTEXT_SOURCES)
+        _check_choice("rl_merge", rl_merge, RL_MERGES)
+        _check_choice("fm_merge", fm_merge, FM_MERGES)
+        allowed_merges = {
+            "inferred": ("hypernet_shared", "hypernet", "concat"),
+            "observed": ("hypernet", "concat"),
+            "none": ("none",),
+        }
+        if rl_merge not in allowed_merges[context_source]:
+            raise ValueError(
+                f"rl_merge={rl_merge!r} does not work with context_source={context_source!r}; "
+                f"expected one of {allowed_merges[context_source]}"
+            )
+        if context_source == "observed":
+            _check_int("context_obs_dim", context_obs_dim)
+            if context_obs_dim >= int(np.prod(observation_space.shape)):
+                raise ValueError(
+                    f"context_obs_dim={context_obs_dim} must be smaller than the observation size {observation_space.shape}"
+                )
+        if context_source == "inferred" and fm_merge is None and actor_detach and critic_detach:
+            raise ValueError(
+                "fm_merge=None (no dynamics alignment) with actor_detach=True and critic_detach=True would never train "
+                "the encoder; set critic_detach=False (or actor_detach=False) to train it with the RL losses"
+            )
+        super().__init__(
+            observation_space,
+            action_space,
+            optimizer_class=optimizer_class,
+            optimizer_kwargs=optimizer_kwargs,
+            squash_output=True,
+            normalize_images=False,
+        )
+        if net_arch is None:
+            net_arch = [256, 256]
+        if isinstance(net_arch, dict):
+            pi_arch, qf_arch = list(net_arch["pi"]), list(net_arch["qf"])
+            fm_arch = list(net_arch.get("fm", qf_arch))
+        else:
+            pi_arch = qf_arch = fm_arch = list(net_arch)
+        if not (pi_arch and qf_arch and fm_arch):
+            raise ValueError(f"net_arch={net_arch!r}: actor, critics and forward model need at least one hidden layer")
+        widths = {"pi": pi_arch[-1], "qf": qf_arch[-1], "fm": fm_arch[-1]}
+        if rl_merge == "hypernet_shared" and len(set(widths.values())) != 1:
+            raise ValueError(
+                f"net_arch={net_arch!r}: actor, critics and forward model need the same last width, because they share "
+                f"one set of adapter weights (got {widths})"
+            )
+        self.net_arch = net_arch
+        self.activation_fn = activation_fn
+        self.history_len = int(history_len)
+        self.history_on_episode_start = history_on_episode_start
+        self.log_std_bounds = tuple(log_std_bounds)
+        self.n_critics = n_critics
+        self.context_source, self.rl_merge = context_source, rl_merge
+        self.context_obs_dim = int(context_obs_dim) if context_source == "observed" else 0
+        self.actor_detach, self.critic_detach = bool(actor_detach), bool(critic_detach)
+        self.obs_dim = int(np.prod(observation_space.shape))
+        self.action_dim = get_action_dim(action_space)
+        self.context_kwargs = {
+            "fm_merge": fm_merge,
+            "encoder": encoder,
+            "context_dim": context_dim,
+            "encoder_dim": encoder_dim,
+            "hypernet_arch": hypernet_arch,
+            "adapter_bottleneck": adapter_bottleneck,
+            "input_mask_prob": input_mask_prob,
+            "input_norm": input_norm,
+            "output_norm": output_norm,
+            "subset_fraction": subset_fraction,
+            "input_shuffle": input_shuffle,
+            "kl_weight": kl_weight,
+        }
+        self._archs = (pi_arch, qf_arch, fm_arch)
+        self._build(lr_schedule)
+
+    @property
+    def uses_history(self) -> bool:
+        """Whether the policy reads a window of past transitions (the inferred-context methods)."""
+        return self.context_source == "inferred"
+
+    def _build(self, lr_schedule: Schedule) -> None:
+        pi_arch, qf_arch, fm_arch = self._archs
+        kw = self.context_kwargs
+        self.context = None
+        if self.uses_history:
+            self.context = ContextFeaturesExtractor(
+                self.observation_space,  # type: ignore[arg-type]
+                self.action_space,  # type: ignore[arg-type]
+                self.history_len,
+                fm_arch,
+                shared_hypernet=self.rl_merge == "hypernet_shared",
+                **kw,
+            )
+            self.context.optimizer = self.optimizer_class(
+                self.context.parameters(), lr=lr_schedule(1), **self.optimizer_kwargs
+            )
+        z_dim = kw["context_dim"] if self.context_source == "inferred" else self.context_obs_dim
+        net_obs_dim = self.obs_dim - self.context_obs_dim
+        rl_kwargs = dict(
+            merge=self.rl_merge,
+            context_dim=z_dim,
+            hypernet_arch=kw["hypernet_arch"],
+            adapter_bottleneck=kw["adapter_bottleneck"],
+        )
+        self.actor = Actor(net_obs_dim, self.action_dim, pi_arch, self.activation_fn, self.log_std_bounds, **rl_kwargs)  # type: ignore[arg-type]
+        self.actor.optimizer = self.optimizer_class(self.actor.parameters(), lr=lr_schedule(1), **self.optimizer_kwargs)
+        self.critic = Critic(net_obs_dim, self.action_dim, qf_arch, self.activation_fn, self.n_critics, **rl_kwargs)
+        self.critic.optimizer = self.optimizer_class(self.critic.parameters(), lr=lr_schedule(1), **self.optimizer_kwargs)
+        self.critic_target = Critic(net_obs_dim, self.action_dim, qf_arch, self.activation_fn, self.n_critics, **rl_kwargs)
+        self.critic_target.load_state_dict(self.critic.state_dict())
+        self.critic_target.train(False)
+
+    def _get_constructor_parameters(self) -> dict[str, Any]:
+        data = super()._get_constructor_parameters()
+        data.update(
+            dict(
+                lr_schedule=self._dummy_schedule,  # dummy lr schedule, not needed for loading the policy alone (as SAC)
+                history_len=self.history_len,
+                net_arch=self.net_arch,
+                activation_fn=self.activation_fn,
+                context_source=self.context_source,
+                rl_merge=self.rl_merge,
+                context_obs_dim=self.context_obs_dim,
+                actor_detach=self.actor_detach,
+                critic_detach=self.critic_detach,
+                log_std_bounds=self.log_std_bounds,
+                n_critics=self.n_critics,
+                history_on_episode_start=self.history_on_episode_start,
+                optimizer_class=self.optimizer_class,
+                optimizer_kwargs=self.optimizer_kwargs,
+                **self.context_kwargs,
+            )
+        )
+        data.pop("normalize_images", None)
+        data.pop("squash_output", None)
+        return data
+
+    def set_training_mode(self, mode: bool) -> None:
+        self.actor.train(mode)
+        self.critic.train(mode)
+        if self.context is not None:
+            self.context.train(mode)
+        self.training = mode
+
+    # ------------------------------------------------------------------ context for the RL networks
+    def flatten_obs(self, obs: th.Tensor) -> th.Tensor:
+        return obs.float().reshape(obs.shape[0], -1)
+
+    def net_obs(self, obs: th.Tensor) -> th.Tensor:
+        """The observation part the networks read (observed context values are passed as z instead)."""
+        return obs[:, : self.obs_dim - self.context_obs_dim] if self.context_obs_dim else obs
+
+    def rl_context(self, obs: th.Tensor, window: th.Tensor | None, training: bool, detach: bool = True) -> RLContext:
+        """The context the actor and the critics read for a batch.
+
+        :param obs: flat observations (the observed context is read from their last entries).
+        :param window: the K-step windows (inferred context only).
+        :param training: training-mode inference (random subset, masking, posterior sample).
+        :param detach: compute it without gradient into the encoder and the shared hypernetwork.
+        """
+        if self.context_source == "none":
+            return RLContext()
+        if self.context_source == "observed":
+            return RLContext(z=obs[:, self.obs_dim - self.context_obs_dim :])
+        assert self.context is not None and window is not None
+        with th.set_grad_enabled(th.is_grad_enabled() and not detach):
+            z = self.context.encoder(window, training=training)
+            if self.rl_merge == "hypernet_shared":
+                assert self.context.hypernet is not None
+                return RLContext(adapter=self.context.hypernet(z))
+            return RLContext(z=z)
+
+    # ------------------------------------------------------------------ acting
+    def act(self, obs: th.Tensor, window: th.Tensor | None, deterministic: bool, training_context: bool = False) -> th.Tensor:
+        """Actions in [-1, 1] for observations ``obs`` given their context windows (``None`` for window-free methods)."""
+        obs = self.flatten_obs(obs)
+        context = self.rl_context(obs, window, training=training_context)
+        return self.actor(self.net_obs(obs), context, deterministic=deterministic)
+
+    def forward(self, obs: th.Tensor, deterministic: bool = False) -> th.Tensor:
+        return self._predict(obs, deterministic=deterministic)
+
+    def _predict(self, observation: PyTorchObs, deterministic: bool = False) -> th.Tensor:
+        """Act with an initial window (the observation repeated, no transition): no adaptation."""
+        obs = self.flatten_obs(observation)  # type: ignore[arg-type]
+        window = None
+        if self.uses_history:
+            window = th.as_tensor(initial_window(obs.cpu().numpy(), self.history_len, self.action_dim), device=self.device)
+        return self.act(obs, window, deterministic)
+
+    def initial_state(self, obs: np.ndarray) -> ContextState:
+        """A fresh :class:`ContextState` for a batch of observations ``(n_envs, obs_dim)``."""
+        obs = np.asarray(obs, dtype=np.float32).reshape(obs.shape[0], -1)
+        n = obs.shape[0]
+        return ContextState(
+            initial_window(obs, self.history_len, self.action_dim),
+            obs.copy(),
+            np.zeros((n, self.action_dim), dtype=np.float32),
+            np.zeros(n, dtype=bool),
+        )
+
+    def update_history(self, state: ContextState, obs: np.ndarray, action: np.ndarray) -> ContextState:
+        """Record that ``action`` (in [-1, 1]) was executed at ``obs``: the next :meth:`predict` appends that transition.
+
+        Use it when the executed action differs from the one :meth:`predict` returned (e.g. with added noise).
+        """
+        return state._replace(
+            last_obs=np.asarray(obs, np.float32).reshape(len(state.has_prev), -1).copy(),
+            last_action=np.asarray(action, np.float32).reshape(len(state.has_prev), -1).copy(),
+            has_prev=np.ones_like(state.has_prev),
+        )
+
+    def mark_reset(self, state: ContextState) -> ContextState:
+        """Keep the window but drop the pending transition (the AIB evaluator calls it between warm-up and episode)."""
+        return state._replace(has_prev=np.zeros_like(state.has_prev))
+
+    def predict(  # type: ignore[override]
+        self,
+        observation: np.ndarray | dict[str, np.ndarray],
+        state: ContextState | tuple[np.ndarray, ...] | None = None,
+        episode_start: np.ndarray | None = None,
+        deterministic: bool = False,
+    ) -> tuple[np.ndarray, ContextState | None]:
+        """Act and carry the context window in ``state``, with the contract of RecurrentPPO.
+
+        Each call appends the transition ``(s_prev, a_prev, s)`` of the previous call to the window, unless
+        ``episode_start`` is set for that env (then the window is reset or kept, see ``history_on_episode_start``).
+        SB3's ``evaluate_policy``, ``EvalCallback`` and rl-zoo3's ``enjoy`` pass ``state`` and ``episode_start``, so
+        the policy adapts there with no change.
+
+        **Without a state** (``predict(obs)``) the policy acts with an initial window (the observation repeated, no
+        transition): it cannot infer the context. Pass the returned state back to adapt.
+
+        :param observation: observations ``(obs_dim,)`` or ``(n_envs, obs_dim)``.
+        :param state: the state returned by the previous call, or ``None`` to start.
+        :param episode_start: ``(n_envs,)`` bools marking the first observation of an episode.
+        :param deterministic: deterministic actions (``tanh`` of the mean).
+        :return: the actions (in the env's action space) and the new state (``None`` for the methods that read no
+            window: ``dr``, ``concat``, ``decision_adapter``).
+        """
+        self.set_training_mode(False)
+        if isinstance(observation, dict):
+            raise ValueError("DMASHPolicy does not support Dict observations")
+        obs_tensor, vectorized_env = self.obs_to_tensor(observation)
+        obs = self.flatten_obs(obs_tensor)  # type: ignore[arg-type]
+        if not self.uses_history:
+            with th.no_grad():
+                actions = self.act(obs, None, deterministic).cpu().numpy()
+            return self._env_actions(actions, vectorized_env), None
+        obs_np = obs.cpu().numpy()
+        n = obs_np.shape[0]
+        if state is None:
+            state = self.initial_state(obs_np)
+        else:
+            state = ContextState(*(np.array(x, copy=True) for x in state))
+            expected = (n, self.history_len, 2 * self.obs_dim + self.action_dim)
+            if state.window.shape != expected:
+                raise ValueError(f"state.window has shape {state.window.shape}; expected {expected}")
+        starts = np.zeros(n, dtype=bool) if episode_start is None else np.asarray(episode_start, dtype=bool).reshape(n)
+        if starts.any():
+            if self.history_on_episode_start == "reset":
+                state.window[starts] = initial_window(obs_np[starts], self.history_len, self.action_dim)
+            state.has_prev[starts] = False
+        append = state.has_prev
+        if append.any():
+            sub = state.window[append]
+            push_transition(sub, state.last_obs[append], state.last_action[append], obs_np[append])
+            state.window[append] = sub
+        with th.no_grad():
+            window = th.as_tensor(state.window, device=self.device)
+            actions = self.act(obs, window, deterministic).cpu().numpy()
+        state = ContextState(state.window, obs_np.copy(), actions.reshape(n, -1).astype(np.float32), np.ones(n, dtype=bool))
+        return self._env_actions(actions, vectorized_env), state
+
+    def _env_actions(self, actions: np.ndarray, vectorized_env: bool) -> np.ndarray:
+        """Actions in [-1, 1] -> the env's action space (SB3's squashed-output convention)."""
+        actions = actions.reshape((-1, *self.action_space.shape))  # type: ignore[misc]
+        env_actions = np.clip(self.unscale_action(actions), self.action_space.low, self.action_space.high)  # type: ignore[attr-defined]
+        return env_actions if vectorized_env else env_actions.squeeze(axis=0)
+
+
+MlpPolicy = DMASHPolicy
