@@ -93,8 +93,9 @@ def _cpu() -> str:
 def machine_line(steps: int, repeats: int) -> str:
     versions = ", ".join(f"{p} {_version(p)}" for p in ("gymnasium", "mujoco", "dm_control", "numpy"))
     threads = os.environ.get("OMP_NUM_THREADS", "unset")
+    load = f", load average {os.getloadavg()[0]:.1f}" if hasattr(os, "getloadavg") else ""
     return (
-        f"Measured on {_cpu()} ({os.cpu_count()} logical CPUs, OMP_NUM_THREADS={threads}), Python "
+        f"Measured on {_cpu()} ({os.cpu_count()} logical CPUs{load}, OMP_NUM_THREADS={threads}), Python "
         f"{platform.python_version()}, {versions}; {steps:,} steps per run, median of {repeats} runs."
     )
 
@@ -133,6 +134,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if unknown:
         parser.error(f"unknown AIB ids {unknown}; expected some of {aib.list_envs()}")
 
+    machine = machine_line(args.steps, args.repeats)  # before measuring: the load average of the other processes
     results: list[tuple[str, str, float | None, str]] = []
     for label, env_id, env_kwargs in entries(args.envs):
         simulator = SIMULATORS[aib.env_info(env_id).requires]
@@ -145,7 +147,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         results.append((label, simulator, rate, error))
         print(f"{label}: {'n/a' if rate is None else f'{rate:,.0f} steps/s'}", file=sys.stderr, flush=True)
 
-    text = table(results) + "\n\n" + machine_line(args.steps, args.repeats)
+    text = table(results) + "\n\n" + machine
     print(text)
     if args.write is not None:
         write_section(args.write, text)

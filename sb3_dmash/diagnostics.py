@@ -1,13 +1,26 @@
-"""Offline diagnostics of the inferred context z (never run inside training).
+"""Offline diagnostics of the inferred context z (never run inside training; ``dmash.md`` §16).
 
-:func:`collect_embeddings` rolls a trained model out on one split of an AIB environment, carrying the context window
-as :meth:`~sb3_dmash.dmash.policies.DMASHPolicy.predict` does, and returns the eval-mode z of every visited step with
-the true context. :func:`linear_probe_accuracy` asks whether a linear classifier on z recovers a binary context factor
-(the inversion sign) on held-out episodes.
+:func:`collect_embeddings` rolls a trained model out on one split of an AIB environment (or on the six
+``handcrafted_train`` contexts of DI), carrying the context window as
+:meth:`~sb3_dmash.dmash.policies.DMASHPolicy.predict` does, and returns the eval-mode z of every visited step with the
+true context. On top of it:
+
+* :func:`kraskov_mi` - informativeness I(z; c), the Kraskov-Stoegbauer-Grassberger k-NN estimator (k = 3), with
+  scipy's ``cKDTree``;
+* :func:`variability` - tr(Cov z) / d_z;
+* :func:`context_means`, :func:`cosine_matrix`, :func:`representation_overlap` - the mean pairwise cosine similarity
+  of the per-context mean embeddings, and the matrix itself (the paper's Figure 4), :func:`plot_cosine_matrix`;
+* :func:`diagnose` - all of them for a model, an env and a split (``sb3-dmash diagnose`` on the command line);
+* :func:`linear_probe_accuracy` - whether a linear classifier on z recovers a binary context factor.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import json
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -29,7 +42,8 @@ def collect_embeddings(
 
     :param model: a trained :class:`~sb3_dmash.DMASHSAC`.
     :param env_id: an AIB id.
-    :param split: the split whose contexts are visited (one per sub-env).
+    :param split: the split whose contexts are visited (one per sub-env): ``"train"``, ``"eval_in"``,
+        ``"eval_out"`` (20 contexts) or ``"handcrafted_train"`` (DI: action_factor +-1 x mass {0.8, 1.0, 1.3}).
     :param n_episodes: episodes per context.
     :param steps_per_episode: steps recorded per episode (default: the whole episode).
     :param skip_first: steps at the start of each episode that are not recorded (default: K, so that every recorded
@@ -42,7 +56,12 @@ def collect_embeddings(
     """
     import aib
 
-    venv = aib.make_vec_env(env_id, split, n_envs=20, seed=seed, env_kwargs=env_kwargs)
+    if policy_window_free(model):
+        raise ValueError(
+            f"method {getattr(model, 'method', type(model).__name__)!r} infers no context (no z); the embedding "
+            "diagnostics need an inferred-context method (dmash, dma_star, dma, dma_pearl)"
+        )
+    venv = _context_vec_env(env_id, split, seed, env_kwargs)
     policy = model.policy
     keys = list(aib.context_variables(env_id, **({"k": env_kwargs["k"]} if env_kwargs and "k" in env_kwargs else {})))
     keys = [var.name for var in keys]
@@ -78,6 +97,29 @@ def collect_embeddings(
     }
 
 
+def policy_window_free(model: Any) -> bool:
+    """Whether ``model`` has no context encoder (DR, Concat, Decision Adapter, SB3's SAC)."""
+    policy = getattr(model, "policy", None)
+    return not getattr(policy, "uses_history", False) or getattr(policy, "context", None) is None
+
+
+def _context_vec_env(env_id: str, split: str, seed: int, env_kwargs: dict[str, Any] | None) -> Any:
+    """The 20 contexts of a named split (``aib.make_vec_env``), or one sub-env per context of another named set."""
+    import aib
+
+    if split in aib.SPLITS:
+        return aib.make_vec_env(env_id, split, n_envs=20, seed=seed, env_kwargs=env_kwargs)
+    import gymnasium as gym
+    from stable_baselines3.common.vec_env import DummyVecEnv
+
+    kwargs = dict(env_kwargs or {})
+    contexts = aib.get_contexts(env_id, split, **({"k": kwargs["k"]} if "k" in kwargs else {}))
+    fns = [lambda c=c: gym.make(env_id, context=c, **kwargs) for c in contexts]
+    venv = DummyVecEnv(fns)
+    venv.seed(seed)
+    return venv
+
+
 def linear_probe_accuracy(z_train: np.ndarray, y_train: np.ndarray, z_test: np.ndarray, y_test: np.ndarray) -> float:
     """Accuracy on ``(z_test, y_test)`` of a least-squares linear classifier fitted on ``(z_train, y_train)``.
 
@@ -92,3 +134,314 @@ def linear_probe_accuracy(z_train: np.ndarray, y_train: np.ndarray, z_test: np.n
     scores = np.hstack([z_test, np.ones((len(z_test), 1))]) @ weights
     predicted = np.where(scores > 0, classes[1], classes[0])
     return float(np.mean(predicted == y_test))
+
+
+# ---------------------------------------------------------------------------------------------------------- metrics
+def _as_2d(x: np.ndarray) -> np.ndarray:
+    x = np.asarray(x, dtype=np.float64)
+    return x.reshape(len(x), -1)
+
+
+def _log_unit_ball(d: int) -> float:
+    from scipy.special import gammaln
+
+    return d / 2 * np.log(np.pi) - float(gammaln(d / 2 + 1))
+
+
+def kraskov_mi(
+    x: np.ndarray,
+    y: np.ndarray,
+    k: int = 3,
+    metric: str = "chebyshev",
+    standardize: bool = True,
+    noise: float = 1e-10,
+    seed: int = 0,
+) -> float:
+    """Mutual information I(X; Y) in nats for continuous X and Y, Kraskov-Stoegbauer-Grassberger estimator 1.
+
+    For each sample, eps_i is the distance to its k-th neighbour in the joint space and n_x(i), n_y(i) count the
+    samples strictly closer than eps_i in each marginal space:
+    ``I = psi(k) + psi(N) - <psi(n_x + 1) + psi(n_y + 1)> + log(V_dx V_dy / V_(dx+dy))``, where ``V_d`` is the volume of
+    the unit ball of the norm (the last term vanishes for the max-norm and is ``log`` of unit-ball volumes for the L2
+    norm). The estimate can be slightly negative for independent variables. For a discrete Y (a few context values,
+    many ties) use :func:`kraskov_mi_discrete`.
+
+    :param x: ``(N,)`` or ``(N, d_x)`` samples (z).
+    :param y: ``(N,)`` or ``(N, d_y)`` samples (the true context).
+    :param k: neighbours (the paper's 3).
+    :param metric: ``"chebyshev"`` (max-norm, Kraskov's original; default) or ``"euclidean"`` (L2 with the
+        unit-ball volume term; consistent, but biased low at small N: about -0.03 nats at N = 2000 for a 1-d Gaussian
+        pair with rho = 0.6, measured).
+    :param standardize: scale every column to unit variance first (Kraskov's recommendation; MI is invariant to it).
+    :param noise: relative jitter added to break ties (many samples share a context value), as scikit-learn does.
+    :param seed: seed of the jitter.
+    """
+    from scipy.spatial import cKDTree
+    from scipy.special import digamma
+
+    x, y = _as_2d(x), _as_2d(y)
+    n = len(x)
+    if len(y) != n:
+        raise ValueError(f"x has {n} samples and y has {len(y)}")
+    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1 or k >= n:
+        raise ValueError(f"k={k!r} must be an integer in [1, n_samples - 1] (n_samples = {n})")
+    if metric not in ("euclidean", "chebyshev"):
+        raise ValueError(f"metric={metric!r} is not allowed; expected 'euclidean' or 'chebyshev'")
+    p = 2.0 if metric == "euclidean" else np.inf
+    rng = np.random.default_rng(seed)
+
+    def prepare(a: np.ndarray) -> np.ndarray:
+        if standardize:
+            std = a.std(axis=0)
+            a = a / np.where(std > 0, std, 1.0)
+        if noise:
+            a = a + noise * np.maximum(1.0, np.abs(a).mean(axis=0)) * rng.standard_normal(a.shape)
+        return a
+
+    x, y = prepare(x), prepare(y)
+    joint = np.hstack([x, y])
+    dist, _ = cKDTree(joint).query(joint, k=k + 1, p=p)
+    radius = np.nextafter(dist[:, -1], 0)  # strictly closer than the k-th neighbour
+    n_x = cKDTree(x).query_ball_point(x, radius, p=p, return_length=True) - 1
+    n_y = cKDTree(y).query_ball_point(y, radius, p=p, return_length=True) - 1
+    mi = digamma(k) + digamma(n) - np.mean(digamma(n_x + 1) + digamma(n_y + 1))
+    if metric == "euclidean":
+        dx, dy = x.shape[1], y.shape[1]
+        mi += _log_unit_ball(dx) + _log_unit_ball(dy) - _log_unit_ball(dx + dy)
+    return float(mi)
+
+
+def kraskov_mi_discrete(
+    x: np.ndarray, labels: np.ndarray, k: int = 3, metric: str = "euclidean", standardize: bool = True
+) -> float:
+    """I(X; C) in nats for continuous ``x`` and a discrete ``labels`` (the k-NN estimator of Ross 2014, KSG's
+    construction for one discrete variable; scikit-learn's ``mutual_info_classif`` uses it).
+
+    For each sample, d_i is the distance to its k-th neighbour among the samples of the same label (k is lowered to
+    ``N_c - 1`` for a label with fewer samples; labels with one sample are dropped) and m_i counts all samples strictly
+    closer than d_i (itself included): ``I = psi(N) - <psi(N_c)> + psi(k) - <psi(m_i)>``.
+
+    Use it for I(z; c) when c takes a few values (the true context is constant per sub-env), where the continuous
+    estimator's volume terms and tie handling do not apply.
+    """
+    from scipy.spatial import cKDTree
+    from scipy.special import digamma
+
+    x = _as_2d(x)
+    labels = np.asarray(labels)
+    if labels.ndim > 1:
+        labels = np.unique(labels.reshape(len(labels), -1), axis=0, return_inverse=True)[1].reshape(-1)
+    if len(labels) != len(x):
+        raise ValueError(f"x has {len(x)} samples and labels has {len(labels)}")
+    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
+        raise ValueError(f"k={k!r} must be an integer >= 1")
+    if metric not in ("euclidean", "chebyshev"):
+        raise ValueError(f"metric={metric!r} is not allowed; expected 'euclidean' or 'chebyshev'")
+    p = 2.0 if metric == "euclidean" else np.inf
+    if standardize:
+        std = x.std(axis=0)
+        x = x / np.where(std > 0, std, 1.0)
+    radius = np.zeros(len(x))
+    k_used = np.zeros(len(x))
+    count = np.zeros(len(x))
+    for label in np.unique(labels):
+        mask = labels == label
+        n_label = int(mask.sum())
+        if n_label > 1:
+            k_label = min(k, n_label - 1)
+            dist, _ = cKDTree(x[mask]).query(x[mask], k=k_label + 1, p=p)
+            radius[mask] = np.nextafter(dist[:, -1], 0)
+            k_used[mask] = k_label
+        count[mask] = n_label
+    keep = count > 1
+    if keep.sum() < 2:
+        raise ValueError("the estimator needs at least one label with two samples")
+    x, radius, k_used, count = x[keep], radius[keep], k_used[keep], count[keep]
+    m = cKDTree(x).query_ball_point(x, radius, p=p, return_length=True)
+    n = len(x)
+    return float(digamma(n) - np.mean(digamma(count)) + np.mean(digamma(k_used)) - np.mean(digamma(np.maximum(m, 1))))
+
+
+def variability(z: np.ndarray) -> float:
+    """tr(Cov z) / d_z over all samples."""
+    z = _as_2d(z)
+    if len(z) < 2:
+        raise ValueError("variability needs at least two samples")
+    return float(np.trace(np.atleast_2d(np.cov(z, rowvar=False))) / z.shape[1])
+
+
+def within_context_variability(z: np.ndarray, labels: np.ndarray) -> float:
+    """The mean over contexts of tr(Cov z | context) / d_z (how much z moves while the context stays put)."""
+    z, labels = _as_2d(z), np.asarray(labels)
+    values = [variability(z[labels == label]) for label in np.unique(labels) if np.sum(labels == label) > 1]
+    if not values:
+        raise ValueError("within-context variability needs a context with at least two samples")
+    return float(np.mean(values))
+
+
+def context_means(z: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per-context mean embeddings ``(n_contexts, d_z)`` and the sorted context labels."""
+    z, labels = _as_2d(z), np.asarray(labels)
+    unique = np.unique(labels)
+    return np.stack([z[labels == label].mean(axis=0) for label in unique]), unique
+
+
+def cosine_matrix(means: np.ndarray) -> np.ndarray:
+    """Cosine similarity between every pair of rows (0 for an all-zero row)."""
+    means = _as_2d(means)
+    norms = np.linalg.norm(means, axis=1, keepdims=True)
+    unit = means / np.where(norms > 0, norms, 1.0)
+    return np.clip(unit @ unit.T, -1.0, 1.0)
+
+
+def representation_overlap(means: np.ndarray) -> float:
+    """Mean pairwise cosine similarity of the per-context mean embeddings (pairs i < j)."""
+    matrix = cosine_matrix(means)
+    if len(matrix) < 2:
+        raise ValueError("representation overlap needs at least two contexts")
+    return float(matrix[np.triu_indices(len(matrix), k=1)].mean())
+
+
+def plot_cosine_matrix(matrix: np.ndarray, labels: Sequence[str], path: str | os.PathLike, title: str = "") -> Path:
+    """The cosine-similarity matrix as an annotated heat map (PNG, matplotlib's Agg backend)."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    n = len(matrix)
+    size = max(4.0, 0.55 * n + 2.5)
+    fig = Figure(figsize=(size + 1.0, size), dpi=100)
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot(1, 1, 1)
+    image = ax.imshow(matrix, vmin=-1, vmax=1, cmap="RdBu_r")
+    ax.set_xticks(range(n))
+    ax.set_yticks(range(n))
+    ax.set_xticklabels(labels, rotation=60, ha="right", fontsize="small")
+    ax.set_yticklabels(labels, fontsize="small")
+    if n <= 24:
+        for i in range(n):
+            for j in range(n):
+                color = "white" if abs(matrix[i, j]) > 0.6 else "black"
+                ax.text(j, i, f"{matrix[i, j]:.2f}", ha="center", va="center", color=color, fontsize=6 if n > 8 else 8)
+    fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04, label="cosine similarity")
+    if title:
+        ax.set_title(title)
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path)
+    return path
+
+
+def _format_context(context: Sequence[float], keys: Sequence[str]) -> str:
+    short = {"action_factor": "a", "mass": "m", "swap": "q", "friction": "f", "gravity": "g", "length": "l"}
+    return ", ".join(
+        f"{short.get(k, k)}={v:+g}" if k in ("action_factor",) else f"{short.get(k, k)}={v:g}"
+        for k, v in zip(keys, context, strict=True)
+    )
+
+
+@dataclasses.dataclass
+class DiagnosticsResult:
+    """The embedding diagnostics of one model on one set of contexts (see :func:`diagnose`)."""
+
+    env_id: str
+    split: str
+    n_samples: int
+    context_keys: list[str]
+    mutual_information: float
+    mutual_information_per_key: dict[str, float]
+    variability: float
+    within_context_variability: float
+    representation_overlap: float
+    cosine_matrix: np.ndarray
+    labels: list[str]
+    contexts: np.ndarray
+    k: int
+    figure: Path | None = None
+
+    def summary(self) -> dict[str, Any]:
+        """JSON-serialisable: every number, the labels and the cosine matrix."""
+        return {
+            "env_id": self.env_id,
+            "split": self.split,
+            "n_samples": self.n_samples,
+            "k": self.k,
+            "context_keys": self.context_keys,
+            "mutual_information": self.mutual_information,
+            "mutual_information_per_key": self.mutual_information_per_key,
+            "variability": self.variability,
+            "within_context_variability": self.within_context_variability,
+            "representation_overlap": self.representation_overlap,
+            "labels": self.labels,
+            "contexts": self.contexts.tolist(),
+            "cosine_matrix": np.round(self.cosine_matrix, 6).tolist(),
+            "figure": None if self.figure is None else str(self.figure),
+        }
+
+
+def embedding_diagnostics(data: Mapping[str, np.ndarray], k: int = 3, env_id: str = "", split: str = "") -> DiagnosticsResult:
+    """The diagnostics of the output of :func:`collect_embeddings` (or any dict with ``z``, ``context``,
+    ``context_keys`` and ``context_index``).
+
+    Informativeness is I(z; c) with c the context (one value per sub-env, hence discrete:
+    :func:`kraskov_mi_discrete`, L2, k neighbours), overall and per context variable.
+    """
+    z, context = _as_2d(data["z"]), _as_2d(data["context"])
+    keys = [str(k_) for k_ in data["context_keys"]]
+    labels = np.asarray(data["context_index"])
+    means, unique = context_means(z, labels)
+    per_context = np.stack([context[labels == label][0] for label in unique])
+    return DiagnosticsResult(
+        env_id=env_id,
+        split=split,
+        n_samples=len(z),
+        context_keys=keys,
+        mutual_information=kraskov_mi_discrete(z, labels, k=k),
+        mutual_information_per_key={key: kraskov_mi_discrete(z, context[:, j], k=k) for j, key in enumerate(keys)},
+        variability=variability(z),
+        within_context_variability=within_context_variability(z, labels),
+        representation_overlap=representation_overlap(means),
+        cosine_matrix=cosine_matrix(means),
+        labels=[_format_context(c, keys) for c in per_context],
+        contexts=per_context,
+        k=k,
+    )
+
+
+def diagnose(
+    model: Any,
+    env_id: str,
+    split: str = "handcrafted_train",
+    n_episodes: int = 2,
+    steps_per_episode: int | None = None,
+    seed: int = 0,
+    k: int = 3,
+    env_kwargs: dict[str, Any] | None = None,
+    out: str | os.PathLike | None = None,
+) -> DiagnosticsResult:
+    """Roll ``model`` out on ``split`` and compute informativeness, variability, overlap and the cosine matrix.
+
+    With ``out``, writes ``diagnostics.json`` and ``cosine.png`` (the paper's Figure 4 for DI ``handcrafted_train``).
+    """
+    data = collect_embeddings(
+        model, env_id, split, n_episodes=n_episodes, steps_per_episode=steps_per_episode, seed=seed, env_kwargs=env_kwargs
+    )
+    result = embedding_diagnostics(data, k=k, env_id=env_id, split=split)
+    if out is not None:
+        out = Path(out)
+        out.mkdir(parents=True, exist_ok=True)
+        name = getattr(model, "method", type(model).__name__)
+        result.figure = plot_cosine_matrix(
+            result.cosine_matrix, result.labels, out / "cosine.png", title=f"{env_id} {split} ({name}): cosine of mean z"
+        )
+        (out / "diagnostics.json").write_text(json.dumps(result.summary(), indent=1) + "\n", encoding="utf-8")
+    return result
+
+
+def load_model(path: str | os.PathLike, device: str = "cpu") -> Any:
+    """Load a ``DMASHSAC`` model saved with ``model.save``."""
+    from sb3_dmash.dmash.dmash_sac import DMASHSAC
+
+    if not Path(path).exists() and not Path(f"{path}.zip").exists():
+        raise FileNotFoundError(f"no model at {path}")
+    return DMASHSAC.load(path, device=device)

@@ -155,9 +155,9 @@ def sample_dmash_sac_params(trial: Any, n_actions: int, n_envs: int, additional_
     The SAC part as rl-zoo3's SAC sampler (``one_minus_gamma``, ``learning_rate``, ``tau``, ``net_arch``) plus
     ``critic_learning_rate``; ``train_freq=1`` and ``gradient_steps=1`` stay fixed (one update round per vector step);
     ``batch_size`` in {64 ... 512}, raised to ``n_envs`` when smaller (the batch is stratified over sub-envs). For the
-    methods that infer a context (DMA*-SH, DMA*, DMA, DMA-Pearl) also ``input_mask_prob`` in [0, 0.6],
-    ``history_len`` in {16, 24, 64, 128}, ``context_dim`` in {4, 8, 16} and the hypernetwork's hidden width in
-    {32, 64, 128}.
+    methods that infer a context (DMA*-SH, DMA*, DMA, DMA-Pearl; the yml's ``method``) also ``input_mask_prob`` in
+    [0, 0.6], ``history_len`` in {16, 24, 64, 128} and ``context_dim`` in {4, 8, 16}; for those with a hypernetwork
+    (DMA*-SH, Decision Adapter) its hidden width in {32, 64, 128} (``hypernet_arch=[h, h]``).
 
     rl-zoo3 replaces the yml's ``policy_kwargs`` with the sampled dict; this sampler re-emits the yml's other
     ``policy_kwargs`` (read from the experiment whose objective calls it, see :func:`patch_exp_manager`), so only the
@@ -334,4 +334,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    # Run the imported module's main(), not this __main__ copy's: the patches, the sampler and the objective wrapper
+    # must all come from `sb3_dmash.zoo` (the module the startup hook uses), so that they share one state.
+    from sb3_dmash.zoo import main as _main
+
+    sys.exit(_main())

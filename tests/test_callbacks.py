@@ -108,7 +108,9 @@ def test_callbacks(tmp_path):
     assert {"event_100_steps.zip", "best_model.zip", "evaluations.npz"} <= files
     loaded = DMASHSAC.load(log_folder / "rl_model_120_steps.zip", env=make_env(2))
     loaded.load_replay_buffer(log_folder / "rl_model_replay_buffer_120_steps.pkl")
-    assert isinstance(loaded.replay_buffer, HistoryReplayBuffer) and loaded.replay_buffer.pos == 60
+    # SB3 calls on_step() before storing the step's transition, so the checkpoint holds 59 of the 60 vector steps
+    assert isinstance(loaded.replay_buffer, HistoryReplayBuffer) and loaded.replay_buffer.pos == 59
+    loaded.learn(10, reset_num_timesteps=False)
     evaluations = np.load(log_folder / "evaluations.npz")
     # eval_freq counts calls (vector steps): one evaluation after 50 calls
     assert evaluations["timesteps"].tolist() == [100] and evaluations["results"].shape == (1, 1)
@@ -154,11 +156,33 @@ def test_dynamics_callback_attached_once():
     assert "train/dynamics_loss" in model.logger.name_to_value
 
 
+class InitCounter(BaseCallback):
+    def __init__(self) -> None:
+        super().__init__()
+        self.n_init = 0
+
+    def _init_callback(self) -> None:
+        self.n_init += 1
+
+    def _on_step(self) -> bool:
+        return True
+
+
+@pytest.mark.parametrize("progress_bar", [False, True])
+def test_user_callbacks_initialised_once(progress_bar, tmp_path):
+    """Attaching the dynamics callback must not initialise the user's callbacks a second time (as SB3: once)."""
+    model = make_model(learning_starts=1000)
+    single, in_list = InitCounter(), InitCounter()
+    model.learn(4, callback=single, progress_bar=progress_bar)
+    model.learn(4, callback=[in_list, CheckpointCallback(save_freq=10_000, save_path=str(tmp_path))])
+    assert single.n_init == 1 and in_list.n_init == 1
+
+
 @pytest.mark.parametrize("as_list", [False, True])
-def test_user_dynamics_callback_replaces_automatic(as_list):
+def test_user_dynamics_callback_replaces_automatic(as_list, tmp_path):
     model = make_model(learning_starts=100)
     user_callback = CountingDynamicsCallback()
-    other = CheckpointCallback(save_freq=10_000, save_path="unused")
+    other = CheckpointCallback(save_freq=10_000, save_path=str(tmp_path))
     model.learn(120, callback=[other, user_callback] if as_list else user_callback)
     assert user_callback.n_calls == 60
     assert user_callback.n_updates == model._n_updates == 10

@@ -23,7 +23,7 @@ def test_batched_adapter_equals_loop_values_and_gradients():
     out_loop = apply_adapter_loop(h, hyper(z))
     grads_loop = th.autograd.grad(out_loop.pow(2).sum(), [h, z, *hyper.parameters()])
     assert th.allclose(out_batched, out_loop, atol=1e-5)
-    for g_batched, g_loop in zip(grads_batched, grads_loop, strict=False):
+    for g_batched, g_loop in zip(grads_batched, grads_loop, strict=True):
         assert th.allclose(g_batched, g_loop, atol=1e-4, rtol=1e-4)
 
 
@@ -139,7 +139,7 @@ def _snapshot(module):
 
 
 def _changed(before, module):
-    return [not th.equal(b, p) for b, p in zip(before, module.parameters(), strict=False)]
+    return [not th.equal(b, p) for b, p in zip(before, module.parameters(), strict=True)]
 
 
 def test_gradient_routing():

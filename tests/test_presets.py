@@ -17,7 +17,9 @@ AWARE = ("concat", "decision_adapter")
 def make_model(method="dmash", n_envs=4, **kwargs):
     env = aib.make_vec_env("AIB-DI-v0", "train", n_envs=n_envs, seed=0, env_kwargs={"context_aware": method in AWARE})
     policy_kwargs = {**SMALL, **kwargs.pop("policy_kwargs", {})}
-    return DMASHSAC("MlpPolicy", env, method=method, learning_starts=100, batch_size=32, seed=0, policy_kwargs=policy_kwargs, **kwargs)
+    return DMASHSAC(
+        "MlpPolicy", env, method=method, learning_starts=100, batch_size=32, seed=0, policy_kwargs=policy_kwargs, **kwargs
+    )
 
 
 def hypernets(module):
@@ -115,7 +117,7 @@ def test_aware_methods_need_context_aware_envs():
 
 
 def test_unknown_method_lists_the_valid_ones():
-    with pytest.raises(ValueError, match=r"method='sac' is unknown; expected one of \['dmash', 'dma_star', 'dma', 'dma_pearl'"):
+    with pytest.raises(ValueError, match=r"method='sac' is unknown; expected one of \['dmash', 'dma_star', 'dma'"):
         make_model("sac")
 
 

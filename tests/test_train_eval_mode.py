@@ -63,7 +63,7 @@ def test_predict_and_train_switch_modes(model):
 def test_encoder_randomness_follows_training_argument(model):
     context = model.policy.context
     rng = np.random.default_rng(0)
-    window = th.as_tensor(rng.normal(size=(8, model.history_len, 2 * 4 + 2)), dtype=th.float32)
+    window = th.as_tensor(rng.normal(size=(8, model.history_len, 2 * 4 + 2)), dtype=th.float32, device=model.device)
     with th.no_grad():
         for module_mode in (True, False):
             context.train(module_mode)

@@ -38,6 +38,7 @@ _LAZY = {
     "ActuatorInversion": "aib.wrappers",
     "evaluate": "aib.evaluation",
     "SplitResult": "aib.evaluation",
+    "make_eval_vec_env": "aib.evaluation",
 }
 
 
@@ -65,6 +66,7 @@ __all__ = [
     "evaluate",
     "get_contexts",
     "list_envs",
+    "make_eval_vec_env",
     "make_vec_env",
     "register_envs",
     "splits",

@@ -248,7 +248,7 @@ def get_contexts(env_id: str, split: str, seed: int | None = None, k: int = 2) -
             if name == split:
                 chosen = drawn
                 break
-    return [dict(zip(names, (float(v) for v in combo), strict=False)) for combo in chosen]
+    return [dict(zip(names, (float(v) for v in combo), strict=True)) for combo in chosen]
 
 
 def splits(env_id: str, seed: int | None = None, k: int = 2) -> dict[str, list[dict[str, float]]]:

@@ -1,38 +1,67 @@
-"""The AIB evaluation protocol for any SB3 model: per-context returns and the AER of each split.
+"""The AIB evaluation protocol for any SB3 model: per-context returns and the AER of each split (``aib.md`` §6-7).
 
-For each split, one VecEnv of 20 sub-envs runs the split's 20 contexts (sub-env i, context i). Each episode:
+All evaluated splits run in one VecEnv of ``20 x len(splits)`` sub-envs: sub-env ``20 s + i`` runs context ``i`` of the
+``s``-th split for the whole evaluation (the three splits batched, so the policy acts on 60 observations at once).
+Each episode ``e``:
 
-1. reset with seed ``eval_seed + 2 e`` and run K deterministic warm-up steps in the same contexts (not scored; for a
-   model with a context window they fill it, for other models they are harmless);
-2. reset with seed ``eval_seed + 2 e + 1``, keeping the policy's window but adding no transition across the reset;
+1. reset every sub-env with the **same** seed ``eval_seed + 2 e`` (common random numbers across contexts) and run K
+   deterministic warm-up steps in the same contexts. They are not scored; they only fill the policy's context window
+   (for ``DMASHSAC``: K transitions ``(s, a, s' - s)`` of the current context; other models ignore them);
+2. reset every sub-env with the seed ``eval_seed + 2 e + 1``. The policy's window keeps the K warm-up transitions and
+   no transition across the reset is added (``policy.mark_reset``);
 3. run the whole episode with deterministic actions and score its undiscounted return.
 
-The AER of a split is the mean over its 20 contexts of the mean return per context.
+The contexts are checked at every reset and step of the warm-up and of the scored episode: a sub-env that reports a
+context other than its split's instance raises ``RuntimeError``. The AER of a split is the mean over its 20 contexts
+of the mean return per context; ``mean_reward`` (the SB3-style name) is the same number.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Sequence
+import functools
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
 
-from aib.contexts import SPLITS
+from aib.contexts import N_CONTEXTS, SPLITS
 from aib.registration import env_info
+
+DEFAULT_N_EPISODES = 10
+"""The protocol's episodes per context (the paper's stated 10; the reference code's default is 5)."""
+
+EVAL_SEED_OFFSET = 1_000_000
+"""``eval_seed`` defaults to ``EVAL_SEED_OFFSET + run seed``."""
 
 
 @dataclasses.dataclass
 class SplitResult:
-    """Returns of one split: ``returns[i, e]`` is episode e of context i."""
+    """Returns of one split: ``returns[i, e]`` is the scored episode ``e`` of context ``i``.
+
+    :param split: the split name.
+    :param returns: ``(n_contexts, n_episodes)`` undiscounted returns of the scored episodes.
+    :param contexts: the context of each sub-env, as its ``info["context"]`` reported it in the scored episodes.
+    :param context_ids: ``info["context_id"]`` of each sub-env (``"<split>/<i>"``).
+    :param warmup_contexts: the contexts the sub-envs reported during the warm-up (``None`` without warm-up); the
+        evaluator checks that they equal ``contexts``.
+    :param warmup_steps: warm-up steps per episode (0 without warm-up).
+    """
 
     split: str
     returns: np.ndarray
     contexts: list[dict[str, float]]
+    context_ids: list[str] = dataclasses.field(default_factory=list)
+    warmup_contexts: list[dict[str, float]] | None = None
+    warmup_steps: int = 0
+
+    @property
+    def n_episodes(self) -> int:
+        return int(self.returns.shape[1])
 
     @property
     def per_context(self) -> np.ndarray:
-        """Mean return per context (20,)."""
+        """Mean return per context ``(n_contexts,)``."""
         return self.returns.mean(axis=1)
 
     @property
@@ -40,71 +69,206 @@ class SplitResult:
         """Average episodic return: the mean over contexts of the per-context mean return."""
         return float(self.per_context.mean())
 
+    @property
+    def mean_reward(self) -> float:
+        """Mean return over all scored episodes (equal to :attr:`aer`: every context runs the same episodes)."""
+        return float(self.returns.mean())
+
+    def to_record(self) -> dict[str, Any]:
+        """A JSON-serialisable summary: split, AER, mean reward, episodes, and the per-context mean returns."""
+        return {
+            "split": self.split,
+            "aer": self.aer,
+            "mean_reward": self.mean_reward,
+            "n_episodes": self.n_episodes,
+            "per_context": [float(v) for v in self.per_context],
+        }
+
+
+def _make_env(env_id: str, split: str, index: int, env_kwargs: Mapping[str, Any]) -> Any:
+    import gymnasium as gym
+
+    env = gym.make(env_id, split=split, **env_kwargs)
+    env.unwrapped.set_context((split, index))  # persists across resets
+    return env
+
+
+def make_eval_vec_env(
+    env_id: str,
+    splits: Sequence[str] = SPLITS,
+    env_kwargs: Mapping[str, Any] | None = None,
+    vec_env_cls: type | None = None,
+) -> Any:
+    """The evaluation VecEnv: sub-env ``20 s + i`` runs context ``i`` of ``splits[s]`` (reusable across evaluations).
+
+    :param env_id: an AIB id.
+    :param splits: the splits, in order.
+    :param env_kwargs: further env kwargs (``context_aware=True``, ``k=5``...).
+    :param vec_env_cls: ``DummyVecEnv`` (default) or ``SubprocVecEnv``.
+    """
+    from stable_baselines3.common.vec_env import DummyVecEnv
+
+    splits = _check_splits(splits)
+    env_kwargs = dict(env_kwargs or {})
+    for key in ("split", "context"):
+        if key in env_kwargs:
+            raise ValueError(f"env_kwargs[{key!r}] is set by the evaluator; pass splits= instead")
+    fns = [functools.partial(_make_env, env_id, split, i, env_kwargs) for split in splits for i in range(N_CONTEXTS)]
+    venv = (vec_env_cls or DummyVecEnv)(fns)
+    venv.aib_eval_spec = (env_id, tuple(splits), tuple(sorted(env_kwargs.items())))
+    return venv
+
+
+def _check_splits(splits: Sequence[str]) -> tuple[str, ...]:
+    if isinstance(splits, str):
+        splits = (splits,)
+    splits = tuple(splits)
+    if not splits:
+        raise ValueError("splits must name at least one split")
+    for split in splits:
+        if split not in SPLITS:
+            raise ValueError(f"split={split!r} is not allowed; expected one of {SPLITS}")
+    if len(set(splits)) != len(splits):
+        raise ValueError(f"splits={splits!r} names a split twice")
+    return splits
+
 
 def _warmup_steps(model: Any, env_id: str) -> int:
     history_len = getattr(model, "history_len", None)
     return int(history_len) if history_len else env_info(env_id).history_len
 
 
+def _default_env_kwargs(model: Any) -> dict[str, Any]:
+    """``context_aware=True`` for the methods that read the true context (Concat, Decision Adapter)."""
+    policy_kwargs = getattr(model, "policy_kwargs", None) or {}
+    return {"context_aware": True} if policy_kwargs.get("context_source") == "observed" else {}
+
+
+def _seed_all(venv: Any, seed: int) -> None:
+    """Make the next ``reset`` seed every sub-env with the same ``seed`` (SB3's ``seed`` would add the index)."""
+    base = venv.unwrapped
+    base._seeds = [int(seed)] * base.num_envs
+
+
+class _ContextCheck:
+    """Checks that every sub-env keeps the context of its split's instance (at resets and steps)."""
+
+    def __init__(self, env_id: str, splits: Sequence[str], env_kwargs: Mapping[str, Any]) -> None:
+        from aib.contexts import get_contexts
+
+        space = {"k": env_kwargs["k"]} if "k" in env_kwargs else {}
+        self.ids = [f"{split}/{i}" for split in splits for i in range(N_CONTEXTS)]
+        self.values = [c for split in splits for c in get_contexts(env_id, split, seed=env_kwargs.get("split_seed"), **space)]
+
+    def __call__(self, infos: Sequence[Mapping[str, Any]], phase: str) -> list[dict[str, float]]:
+        seen = []
+        for i, info in enumerate(infos):
+            context, context_id = info.get("context"), info.get("context_id")
+            expected = self.values[i]
+            # exact comparison: the env and the check build the values with the same construction
+            if context_id != self.ids[i] or context != expected:
+                raise RuntimeError(
+                    f"sub-env {i} reported context {context_id!r} {context!r} during the {phase}; "
+                    f"expected {self.ids[i]!r} {expected!r}"
+                )
+            seen.append(dict(context))
+        return seen
+
+
 def evaluate(
     model: Any,
     env_id: str,
     splits: Sequence[str] = SPLITS,
-    n_episodes: int = 5,
+    n_episodes: int = DEFAULT_N_EPISODES,
     warmup: bool = True,
     deterministic: bool = True,
-    eval_seed: int = 1_000_000,
+    eval_seed: int | None = None,
     env_kwargs: dict[str, Any] | None = None,
+    vec_env: Any = None,
+    warmup_steps: int | None = None,
 ) -> dict[str, SplitResult]:
-    """Evaluate ``model`` zero-shot on the named splits of ``env_id`` with the paper's protocol.
+    """Evaluate ``model`` zero-shot on the named splits of ``env_id`` with the paper's protocol (``aib.md`` §6).
 
-    :param model: any SB3 model (``DMASHSAC`` carries its context window through the warm-up).
+    :param model: any SB3 model with ``predict(obs, state, episode_start, deterministic)``: ``DMASHSAC`` carries its
+        context window through the warm-up, SB3's ``SAC`` (no state) simply acts.
     :param env_id: an AIB id.
-    :param splits: the splits to evaluate.
-    :param n_episodes: scored episodes per context.
-    :param warmup: run K deterministic warm-up steps before each scored episode.
-    :param deterministic: deterministic actions.
-    :param eval_seed: episode e uses reset seeds ``eval_seed + 2 e`` (warm-up) and ``eval_seed + 2 e + 1`` (scored),
-        the same for all 20 contexts (common random numbers across contexts).
-    :param env_kwargs: further env kwargs (``context_aware=True`` for the aware baselines, ``k`` for ODE-k).
-    :return: ``{split: SplitResult}``.
+    :param splits: the splits to evaluate (``"train"`` is the paper's eval_train column).
+    :param n_episodes: scored episodes per context (the protocol's 10; 5 reproduces the reference code).
+    :param warmup: run K deterministic warm-up steps in the same contexts before each scored episode.
+    :param deterministic: deterministic actions (the protocol; ``False`` only for experiments).
+    :param eval_seed: episode ``e`` uses reset seeds ``eval_seed + 2 e`` (warm-up) and ``eval_seed + 2 e + 1``
+        (scored), the same for every context. Default ``1_000_000 + model.seed`` (``model.seed`` ``None`` counts as 0).
+    :param env_kwargs: further env kwargs (``k`` for ODE-k). Default: ``{"context_aware": True}`` for the methods that
+        read the true context (Concat, Decision Adapter), else none.
+    :param vec_env: a VecEnv from :func:`make_eval_vec_env` for the same id, splits and kwargs, reused across calls
+        (callbacks); default: build one and close it.
+    :param warmup_steps: K (default: ``model.history_len``, else the env's K).
+    :return: ``{split: SplitResult}`` in the order of ``splits``.
     """
-    from aib.vec_env import make_vec_env
-
-    for split in splits:
-        if split not in SPLITS:
-            raise ValueError(f"split={split!r} is not allowed; expected one of {SPLITS}")
-    if n_episodes < 1:
-        raise ValueError(f"n_episodes={n_episodes!r} must be >= 1")
-    policy = model.policy
-    mark_reset = getattr(policy, "mark_reset", None)
-    results = {}
-    for split in splits:
-        venv = make_vec_env(env_id, split, n_envs=20, env_kwargs=env_kwargs)
-        returns = np.zeros((venv.num_envs, n_episodes))
-        contexts: list[dict[str, float]] = []
+    splits = _check_splits(splits)
+    if isinstance(n_episodes, bool) or not isinstance(n_episodes, (int, np.integer)) or n_episodes < 1:
+        raise ValueError(f"n_episodes={n_episodes!r} must be an integer >= 1")
+    env_kwargs = _default_env_kwargs(model) if env_kwargs is None else dict(env_kwargs)
+    if eval_seed is None:
+        eval_seed = EVAL_SEED_OFFSET + int(getattr(model, "seed", None) or 0)
+    steps = (_warmup_steps(model, env_id) if warmup_steps is None else int(warmup_steps)) if warmup else 0
+    own_env = vec_env is None
+    if own_env:
+        vec_env = make_eval_vec_env(env_id, splits, env_kwargs)
+    else:
+        spec = getattr(vec_env, "aib_eval_spec", None)
+        expected = (env_id, splits, tuple(sorted(env_kwargs.items())))
+        if spec != expected:
+            raise ValueError(f"vec_env was built for {spec!r}, not {expected!r}; build it with make_eval_vec_env")
+    check = _ContextCheck(env_id, splits, env_kwargs)
+    mark_reset = getattr(getattr(model, "policy", None), "mark_reset", None)
+    n = vec_env.num_envs
+    returns = np.zeros((n, n_episodes))
+    contexts: list[dict[str, float]] = []
+    warmup_contexts: list[dict[str, float]] | None = None
+    try:
         for episode in range(n_episodes):
             state = None
-            starts = np.ones(venv.num_envs, dtype=bool)
-            if warmup:
-                venv.seed(eval_seed + 2 * episode)
-                obs = venv.reset()
-                for _ in range(_warmup_steps(model, env_id)):
+            starts = np.ones(n, dtype=bool)
+            not_started = np.zeros(n, dtype=bool)
+            if steps > 0:
+                _seed_all(vec_env, eval_seed + 2 * episode)
+                obs = vec_env.reset()
+                warmup_contexts = check(vec_env.reset_infos, "warm-up reset")
+                for _ in range(steps):
                     actions, state = model.predict(obs, state=state, episode_start=starts, deterministic=deterministic)
-                    obs, _, _, _ = venv.step(actions)
-                    starts = np.zeros(venv.num_envs, dtype=bool)
-                if state is not None and mark_reset is not None:
-                    state = mark_reset(state)
-            venv.seed(eval_seed + 2 * episode + 1)
-            obs = venv.reset()
-            contexts = [info["context"] for info in venv.reset_infos]
-            done = np.zeros(venv.num_envs, dtype=bool)
+                    obs, _, _, infos = vec_env.step(actions)
+                    check(infos, "warm-up")
+                    starts = not_started
+                if state is not None:
+                    # Append the last warm-up transition (s_{K-1}, a_{K-1}, s_K) so that the window holds all K of
+                    # them (the action of this call is discarded), then drop the pending transition across the reset.
+                    _, state = model.predict(obs, state=state, episode_start=not_started, deterministic=deterministic)
+                    if mark_reset is not None:
+                        state = mark_reset(state)
+            _seed_all(vec_env, eval_seed + 2 * episode + 1)
+            obs = vec_env.reset()
+            contexts = check(vec_env.reset_infos, "scored reset")
+            done = np.zeros(n, dtype=bool)
             while not done.all():
                 actions, state = model.predict(obs, state=state, episode_start=starts, deterministic=deterministic)
-                obs, rewards, dones, _ = venv.step(actions)
+                obs, rewards, dones, infos = vec_env.step(actions)
+                check(infos, "scored episode")
                 returns[:, episode] += np.where(done, 0.0, rewards)
                 done |= dones
-                starts = np.zeros(venv.num_envs, dtype=bool)
-        venv.close()
-        results[split] = SplitResult(split, returns, contexts)
+                starts = not_started
+    finally:
+        if own_env:
+            vec_env.close()
+    results = {}
+    for s, split in enumerate(splits):
+        rows = slice(s * N_CONTEXTS, (s + 1) * N_CONTEXTS)
+        results[split] = SplitResult(
+            split,
+            returns[rows].copy(),
+            contexts[rows],
+            check.ids[rows],
+            None if warmup_contexts is None else warmup_contexts[rows],
+            steps,
+        )
     return results

@@ -44,13 +44,15 @@ class AdapterWeights(NamedTuple):
 
 
 def apply_adapter(h: th.Tensor, weights: AdapterWeights) -> th.Tensor:
-    """``ReLU(h + W2 ReLU(W1 h + b1) + b2)`` for a batch of pre-activations ``h`` (B, d) and per-sample weights.
+    """``ReLU(h + W2 ReLU(W1 h + b1) + b2)`` for pre-activations ``h`` and per-sample weights.
 
-    ``h`` may carry extra leading "model" dimensions folded into the batch by the caller; the weights must then be
-    repeated accordingly.
+    ``h`` is (B, d), or (B, n, d) for n networks that share the weights (e.g. the critics): the per-sample weights are
+    then read once for all n, which is what makes the shared adapter cheap (its products are memory-bound).
     """
-    u = F.relu(th.baddbmm(weights.b1.unsqueeze(1), h.unsqueeze(1), weights.w1t))
-    return F.relu(h + th.baddbmm(weights.b2.unsqueeze(1), u, weights.w2t).squeeze(1))
+    if h.dim() == 2:
+        return apply_adapter(h.unsqueeze(1), weights).squeeze(1)
+    u = F.relu(th.baddbmm(weights.b1.unsqueeze(1), h, weights.w1t))
+    return F.relu(h + th.baddbmm(weights.b2.unsqueeze(1), u, weights.w2t))
 
 
 def apply_adapter_loop(h: th.Tensor, weights: AdapterWeights) -> th.Tensor:

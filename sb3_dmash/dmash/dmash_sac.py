@@ -15,12 +15,12 @@ import numpy as np
 import torch as th
 from gymnasium import spaces
 from stable_baselines3.common.buffers import ReplayBuffer
-from stable_baselines3.common.callbacks import BaseCallback, CallbackList
+from stable_baselines3.common.callbacks import BaseCallback, CallbackList, ConvertCallback
 from stable_baselines3.common.noise import ActionNoise
 from stable_baselines3.common.off_policy_algorithm import OffPolicyAlgorithm
 from stable_baselines3.common.policies import BasePolicy
 from stable_baselines3.common.type_aliases import GymEnv, MaybeCallback, Schedule
-from stable_baselines3.common.utils import FloatSchedule, polyak_update, update_learning_rate
+from stable_baselines3.common.utils import FloatSchedule, update_learning_rate
 from stable_baselines3.common.vec_env import VecEnv
 from torch.nn import functional as F
 
@@ -107,6 +107,9 @@ class DMASHSAC(OffPolicyAlgorithm):
         ``"dma"`` (DMA), ``"dma_pearl"`` (DMA-Pearl), ``"concat"`` (Concat), ``"decision_adapter"`` (Decision
         Adapter), ``"dr"`` (context-unaware SAC). ``"concat"`` and ``"decision_adapter"`` read the true context, so
         they need envs made with ``context_aware=True``. See ``docs/presets.md``.
+    :param reuse_rl_context: opt-in approximation for speed: infer z (and the adapter weights) once per update round
+        and share it between the critic update and the actor updates, instead of a fresh z for each loss as the
+        reference does (see ``docs/performance.md``).
     :param input_mask_prob: ablation: encoder input masking probability (``None``: the method's).
     :param input_norm: ablation: encoder input norm, ``"avg_l1"``, ``"layer"`` or ``"none"`` (``None``: the method's).
     :param output_norm: ablation: encoder output norm, ``"simnorm"``, ``"layer"`` or ``"none"`` (``None``: the
@@ -159,6 +162,7 @@ class DMASHSAC(OffPolicyAlgorithm):
         history_alignment: str = "reference",
         context_warmup: bool = True,
         method: str = "dmash",
+        reuse_rl_context: bool = False,
         input_mask_prob: float | None = None,
         input_norm: str | None = None,
         output_norm: str | None = None,
@@ -234,6 +238,7 @@ class DMASHSAC(OffPolicyAlgorithm):
         self.history_alignment = history_alignment
         self.context_warmup = context_warmup
         self.method = method
+        self.reuse_rl_context = reuse_rl_context
         self.log_ent_coef: th.Tensor | None = None
         self.ent_coef_optimizer: th.optim.Adam | None = None
         # Rollout-time context windows, one row per sub-env (not saved: rebuilt at the start of learn()).
@@ -305,6 +310,8 @@ class DMASHSAC(OffPolicyAlgorithm):
         self.actor = self.policy.actor
         self.critic = self.policy.critic
         self.critic_target = self.policy.critic_target
+        self._online_params = list(self.critic.parameters())
+        self._target_params = list(self.critic_target.parameters())
 
     # ------------------------------------------------------------------ context windows
     def context_window(self, data: HistoryReplayBufferSamples, next_step: bool = False) -> th.Tensor:
@@ -343,27 +350,31 @@ class DMASHSAC(OffPolicyAlgorithm):
         tb_log_name: str = "run",
         progress_bar: bool = False,
     ) -> tuple[int, BaseCallback]:
+        env_reset = reset_num_timesteps or self._last_obs is None  # SB3 resets the env in these cases (set_env too)
         total_timesteps, callback = super()._setup_learn(
             total_timesteps, callback, reset_num_timesteps, tb_log_name, progress_bar
         )
         assert self.env is not None
         if self.uses_history and (
-            reset_num_timesteps or self._rollout_window is None or self._rollout_window.shape[0] != self.env.num_envs
+            env_reset or self._rollout_window is None or self._rollout_window.shape[0] != self.env.num_envs
         ):
             self._reset_rollout_window()
             self._warmup_pending = False
         return total_timesteps, callback
 
     def _init_callback(self, callback: MaybeCallback, progress_bar: bool = False) -> BaseCallback:
-        """Attach the dynamics-alignment callback unless the user passed one (or a subclass) already."""
-        callback = super()._init_callback(callback, progress_bar)
+        """Attach the dynamics-alignment callback unless the user passed one (or a subclass) already.
+
+        It is attached before SB3 converts and initialises the callbacks, so that every callback is initialised once.
+        """
+        if isinstance(callback, list):
+            callback = CallbackList(callback)
+        if not isinstance(callback, BaseCallback):
+            callback = ConvertCallback(callback)
         has_forward_model = self.policy.context is not None and self.policy.context.has_forward_model
         if has_forward_model and not _contains(callback, DynamicsAlignmentCallback):
-            dynamics = DynamicsAlignmentCallback()
-            dynamics.init_callback(self)
-            callback = CallbackList([dynamics, callback])
-            callback.init_callback(self)
-        return callback
+            callback = CallbackList([DynamicsAlignmentCallback(), callback])
+        return super()._init_callback(callback, progress_bar)
 
     # ------------------------------------------------------------------ acting
     def _sample_action(
@@ -510,7 +521,10 @@ class DMASHSAC(OffPolicyAlgorithm):
             # Actor and entropy coefficient: actor_updates times on every policy_delay-th round, fresh z each time.
             if self._n_updates % self.policy_delay == 0:
                 for _ in range(self.actor_updates):
-                    context = policy.rl_context(obs, window, training=True, detach=policy.actor_detach)
+                    if not (self.reuse_rl_context and policy.actor_detach):
+                        context = policy.rl_context(obs, window, training=True, detach=policy.actor_detach)
+                    else:
+                        context = context.detach()
                     self.critic.requires_grad_(False)  # no critic weight gradients in the actor loss
                     actions_pi, log_prob = self.actor.action_log_prob(net_obs, context)
                     min_qf_pi = th.min(th.cat(self.critic(net_obs, actions_pi, context), dim=1), dim=1, keepdim=True).values
@@ -529,7 +543,8 @@ class DMASHSAC(OffPolicyAlgorithm):
             ent_coefs.append(ent_coef.item())
 
             if self._n_updates % self.target_update_interval == 0:
-                polyak_update(self.critic.parameters(), self.critic_target.parameters(), self.tau)
+                with th.no_grad():  # target <- (1 - tau) target + tau online, one kernel per tensor list
+                    th._foreach_lerp_(self._target_params, self._online_params, self.tau)
             self._n_updates += 1
 
         self.logger.record("train/n_updates", self._n_updates, exclude="tensorboard")
@@ -575,7 +590,15 @@ class DMASHSAC(OffPolicyAlgorithm):
 
     # ------------------------------------------------------------------ saving
     def _excluded_save_params(self) -> list[str]:
-        return [*super()._excluded_save_params(), "actor", "critic", "critic_target", "_rollout_window"]
+        return [
+            *super()._excluded_save_params(),
+            "actor",
+            "critic",
+            "critic_target",
+            "_online_params",
+            "_target_params",
+            "_rollout_window",
+        ]
 
     def _get_torch_save_params(self) -> tuple[list[str], list[str]]:
         state_dicts = ["policy", "actor.optimizer", "critic.optimizer"]

@@ -21,7 +21,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from sb3_dmash.common.context_encoders import LSTMContextEncoder, ProbabilisticLSTMContextEncoder
-from sb3_dmash.common.hypernetworks import AdaptedMLP, AdapterWeights, HyperNetwork
+from sb3_dmash.common.hypernetworks import AdaptedMLP, AdapterWeights, HyperNetwork, apply_adapter
 
 HISTORY_ON_EPISODE_START = ("reset", "keep")
 CONTEXT_SOURCES = ("inferred", "observed", "none")
@@ -349,7 +349,13 @@ class Critic(nn.Module):
 
     def forward(self, obs: th.Tensor, actions: th.Tensor, context: RLContext) -> tuple[th.Tensor, ...]:
         x = th.cat([obs, actions], dim=1)
-        return tuple(head(net.features(x, context)) for net, head in zip(self.q_nets, self.heads, strict=False))
+        if self.q_nets[0].merge == "hypernet_shared" and context.adapter is not None:
+            # one batched adapter call for all Q-networks: the shared weights are read once
+            h = th.stack([net.trunk.body(x) for net in self.q_nets], dim=1)
+            features = apply_adapter(h, context.adapter).unbind(1)
+        else:
+            features = tuple(net.features(x, context) for net in self.q_nets)
+        return tuple(head(f) for f, head in zip(features, self.heads, strict=True))
 
 
 class DMASHPolicy(BasePolicy):
@@ -393,7 +399,7 @@ class DMASHPolicy(BasePolicy):
         (default; a fresh window, safe when the context can change at reset) or ``"keep"`` (keep the window but add
         no transition across the reset: right for fixed-context envs, as the reference trains).
     :param optimizer_class: optimiser class of every network.
-    :param optimizer_kwargs: its extra keyword arguments.
+    :param optimizer_kwargs: its extra keyword arguments (default for Adam: ``{"fused": True}``).
     """
 
     actor: Actor
@@ -463,6 +469,8 @@ class DMASHPolicy(BasePolicy):
                 "fm_merge=None (no dynamics alignment) with actor_detach=True and critic_detach=True would never train "
                 "the encoder; set critic_detach=False (or actor_detach=False) to train it with the RL losses"
             )
+        if optimizer_kwargs is None and optimizer_class is th.optim.Adam:
+            optimizer_kwargs = {"fused": True}  # one kernel per step instead of one per tensor and operation
         super().__init__(
             observation_space,
             action_space,

@@ -1,0 +1,769 @@
+"""``sb3-dmash bench``: a resumable grid of AIB environments x methods x seeds, run locally or on Ray.
+
+Every run trains one model (``DMASHSAC(method=...)``, or SB3's plain ``SAC`` for ``method="sac"``) on the 20
+training contexts of one environment (sub-env ``i`` runs context ``i``), evaluates it with the AIB protocol
+(:class:`~sb3_dmash.common.callbacks.AIBEvalCallback`) every ``eval_every`` vector steps and at the end, and returns
+one record per split and evaluation step. Budgets are in **vector steps** (one ``step`` of all sub-envs).
+
+Layout of the output folder::
+
+    <out>/grid.json            the grid (run specs) and the metadata of the last invocation (command, versions, commit)
+    <out>/runs/<run_id>.json   one finished run: {"status": "ok", "spec", "meta", "records", "duration_s"}
+    <out>/runs/<run_id>.error.json   a crashed run: {"status": "error", "spec", "meta", "traceback"}
+    <out>/results.csv          the tidy table of every finished run of the grid (per_context as a JSON list)
+    <out>/results.jsonl        the same rows as JSON lines
+
+**Resume rule.** A run is finished when ``runs/<run_id>.json`` exists with status ``"ok"`` and the spec it stores
+equals the run's spec; a finished run is never redone. The run id is built from the env, method and seed plus a hash
+of the whole spec (budget, network sizes, eval settings...), so changing any setting makes new runs instead of reusing
+old ones. Each file is written atomically (a temporary file in the same folder, ``fsync``, then ``os.replace``), so
+killing the process at any moment leaves either the finished file or nothing: a restart redoes only the unfinished
+runs, and, the seeds being fixed, produces the same numbers. A crashed run writes ``<run_id>.error.json`` with its
+traceback, is listed in the summary and makes the command exit non-zero; it is retried by the next invocation
+(``retry_failed=False`` keeps it failed). The tables are rebuilt from the run files after every finished run.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import traceback
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+SPLIT_ORDER = ("train", "eval_in", "eval_out")
+EXTRA_METHODS = ("sac",)
+"""Methods besides the DMASHSAC presets: ``"sac"`` is SB3's plain SAC (context-unaware, not stratified)."""
+
+TABLE_COLUMNS = (
+    "run_id",
+    "env",
+    "env_id",
+    "env_kwargs",
+    "env_name",
+    "env_class",
+    "method",
+    "method_name",
+    "seed",
+    "split",
+    "step",
+    "vector_step",
+    "timesteps",
+    "aer",
+    "mean_reward",
+    "n_episodes",
+    "per_context",
+    "budget",
+    "learning_starts",
+    "eval_every",
+    "eval_schedule",
+    "n_envs",
+    "commit",
+    "sb3_dmash_version",
+)
+"""Columns of the results table, in order (``per_context`` and ``env_kwargs`` are JSON in the CSV)."""
+
+
+# ---------------------------------------------------------------------------------------------------------- specs
+def parse_env(text: str) -> tuple[str, dict[str, Any]]:
+    """``"AIB-ODE-v0:k=5"`` -> ``("AIB-ODE-v0", {"k": 5})``; values are parsed as JSON when possible."""
+    env_id, _, rest = text.partition(":")
+    kwargs: dict[str, Any] = {}
+    for item in filter(None, rest.split(",")):
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise ValueError(f"env spec {text!r}: expected ENV_ID[:key=value,...], got item {item!r}")
+        try:
+            kwargs[key] = json.loads(value)
+        except json.JSONDecodeError:
+            kwargs[key] = value
+    return env_id, kwargs
+
+
+def env_key(env_id: str, env_kwargs: Mapping[str, Any] | None = None) -> str:
+    """The env column of the table: the id, with ``:key=value,...`` (sorted) when there are env kwargs."""
+    if not env_kwargs:
+        return env_id
+    return env_id + ":" + ",".join(f"{k}={json.dumps(v)}" for k, v in sorted(env_kwargs.items()))
+
+
+def env_display_name(env_id: str, env_kwargs: Mapping[str, Any] | None = None) -> str:
+    """The paper's name (``"ODE-k5"`` for ``AIB-ODE-v0`` with ``k=5``)."""
+    from aib.registration import env_info
+
+    name = env_info(env_id).name
+    if env_kwargs and "k" in env_kwargs and env_id == "AIB-ODE-v0" and env_kwargs["k"] != 2:
+        name = f"ODE-k{env_kwargs['k']}"
+    return name
+
+
+def method_display_name(method: str) -> str:
+    from sb3_dmash.dmash.presets import PAPER_NAMES
+
+    return PAPER_NAMES.get(method, "SAC" if method == "sac" else method)
+
+
+@dataclasses.dataclass(frozen=True)
+class RunSpec:
+    """Everything that determines one run (and its id).
+
+    :param env_id: the AIB id.
+    :param env_kwargs: env kwargs (``{"k": 5}`` for ODE-k); ``context_aware`` is added for Concat/DA.
+    :param method: a ``DMASHSAC`` method or ``"sac"``.
+    :param seed: the run seed (model, training envs; evaluation seed ``1_000_000 + seed``).
+    :param budget: learning vector steps after the random phase.
+    :param learning_starts: vector steps of uniform random actions first.
+    :param eval_every: vector steps between evaluations.
+    :param eval_schedule: ``"every"`` or ``"final2"``.
+    :param n_envs: training sub-envs (sub-env ``i`` runs training context ``i mod 20``).
+    :param eval_episodes: scored episodes per context.
+    :param splits: evaluated splits.
+    :param policy_kwargs: policy kwargs (``net_arch``, ``hypernet_arch``, ``encoder_dim``...).
+    :param hyperparams: further constructor kwargs of the algorithm (``batch_size``, ``buffer_size``...).
+    """
+
+    env_id: str
+    method: str
+    seed: int
+    budget: int
+    learning_starts: int = 5_000
+    eval_every: int = 5_000
+    eval_schedule: str = "every"
+    n_envs: int = 20
+    eval_episodes: int = 10
+    splits: tuple[str, ...] = SPLIT_ORDER
+    env_kwargs: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+    policy_kwargs: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+    hyperparams: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        data = dataclasses.asdict(self)
+        data["splits"] = list(self.splits)
+        data["env_kwargs"] = dict(self.env_kwargs)
+        data["policy_kwargs"] = dict(self.policy_kwargs)
+        data["hyperparams"] = dict(self.hyperparams)
+        return json.loads(json.dumps(data, sort_keys=True))  # canonical (tuples -> lists)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> RunSpec:
+        data = dict(data)
+        data["splits"] = tuple(data["splits"])
+        return cls(**data)
+
+    @property
+    def env(self) -> str:
+        return env_key(self.env_id, self.env_kwargs)
+
+    @property
+    def run_id(self) -> str:
+        digest = hashlib.sha1(json.dumps(self.to_dict(), sort_keys=True).encode()).hexdigest()[:10]
+        slug = self.env.replace(":", "_").replace(",", "_").replace("=", "-").replace('"', "")
+        return f"{slug}__{self.method}__seed{self.seed}__{digest}"
+
+
+def make_grid(
+    envs: Iterable[str | tuple[str, Mapping[str, Any]]],
+    methods: Iterable[str],
+    seeds: Iterable[int],
+    budget: int | str | None = None,
+    **common: Any,
+) -> list[RunSpec]:
+    """The run specs of envs x methods x seeds (env-major order).
+
+    :param envs: ids, ``"ID:key=value"`` strings, or ``(id, env_kwargs)`` pairs.
+    :param methods: ``DMASHSAC`` methods or ``"sac"``.
+    :param seeds: run seeds.
+    :param budget: learning vector steps, or ``None``/``"paper"`` for each env's paper budget (``aib.env_info``).
+    :param common: the other :class:`RunSpec` fields.
+    """
+    from aib.registration import env_info
+    from sb3_dmash.dmash.presets import METHODS
+
+    parsed = []
+    for env in envs:
+        env_id, kwargs = parse_env(env) if isinstance(env, str) else (env[0], dict(env[1]))
+        env_info(env_id)  # raises on unknown ids
+        parsed.append((env_id, kwargs))
+    methods = list(methods)
+    for method in methods:
+        if method not in METHODS and method not in EXTRA_METHODS:
+            raise ValueError(f"method={method!r} is unknown; expected one of {[*METHODS, *EXTRA_METHODS]}")
+    seeds = [int(s) for s in seeds]
+    if not parsed or not methods or not seeds:
+        raise ValueError("the grid needs at least one env, one method and one seed")
+    specs = []
+    for env_id, kwargs in parsed:
+        env_budget = env_info(env_id).budget if budget in (None, "paper") else int(budget)  # type: ignore[arg-type]
+        for method in methods:
+            for seed in seeds:
+                specs.append(RunSpec(env_id=env_id, env_kwargs=kwargs, method=method, seed=seed, budget=env_budget, **common))
+    ids = [s.run_id for s in specs]
+    if len(set(ids)) != len(ids):
+        raise ValueError("the grid lists a run twice (repeated env, method or seed)")
+    return specs
+
+
+# ---------------------------------------------------------------------------------------------------------- metadata
+def git_commit(path: str | os.PathLike | None = None) -> str:
+    """``<sha>`` of the checkout holding this package (``<sha>+dirty`` with uncommitted changes), or ``"unknown"``."""
+    cwd = os.fspath(path) if path is not None else os.path.dirname(os.path.abspath(__file__))
+    try:
+        sha = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=cwd, capture_output=True, text=True, timeout=10, check=True
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"], cwd=cwd, capture_output=True, text=True, timeout=10
+        ).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    return sha + ("+dirty" if dirty else "") if sha else "unknown"
+
+
+def versions() -> dict[str, str]:
+    """Versions of Python and of the packages a result depends on."""
+    from importlib import metadata
+
+    out = {"python": platform.python_version()}
+    for name in ("sb3-dmash", "stable-baselines3", "torch", "gymnasium", "numpy", "mujoco", "dm_control"):
+        try:
+            out[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            pass
+    return out
+
+
+_COMMIT: str | None = None
+
+
+def run_metadata() -> dict[str, Any]:
+    global _COMMIT
+    if _COMMIT is None:
+        _COMMIT = git_commit()
+    return {"commit": _COMMIT, "versions": versions(), "host": platform.node()}
+
+
+# ---------------------------------------------------------------------------------------------------------- one run
+def _default_buffer_size(spec: RunSpec) -> int:
+    """1e5 transitions per context plus their warm-up rows (the paper's), capped by what the run can collect."""
+    from aib.registration import env_info
+
+    info = env_info(spec.env_id)
+    per_row = (info.max_episode_steps + info.history_len) / info.max_episode_steps
+    paper = spec.n_envs * -(-100_000 // info.max_episode_steps) * (info.max_episode_steps + info.history_len)
+    needed = int((spec.learning_starts + spec.budget) * spec.n_envs * per_row) + spec.n_envs * (info.history_len + 2)
+    return max(min(paper, needed), spec.n_envs * 2)
+
+
+def build_model(spec: RunSpec) -> Any:
+    """The model of a run, on its training VecEnv (sub-env ``i`` runs training context ``i mod 20``)."""
+    import aib
+
+    env_kwargs = dict(spec.env_kwargs)
+    if spec.method in ("concat", "decision_adapter"):
+        env_kwargs["context_aware"] = True
+    env = aib.make_vec_env(spec.env_id, "train", n_envs=spec.n_envs, seed=spec.seed, env_kwargs=env_kwargs)
+    kwargs: dict[str, Any] = {
+        "learning_starts": spec.learning_starts * spec.n_envs,
+        "buffer_size": _default_buffer_size(spec),
+        "train_freq": 1,
+        "gradient_steps": 1,
+        "seed": spec.seed,
+        "verbose": 0,
+        "device": "cpu",
+    }
+    if spec.method == "sac":
+        from stable_baselines3 import SAC
+
+        kwargs["batch_size"] = 240
+        policy_kwargs = {k: v for k, v in spec.policy_kwargs.items() if k == "net_arch"}
+        return SAC("MlpPolicy", env, **{**kwargs, **spec.hyperparams, "policy_kwargs": policy_kwargs})
+    from sb3_dmash.dmash.dmash_sac import DMASHSAC
+
+    kwargs["batch_size"] = 256
+    return DMASHSAC(
+        "MlpPolicy", env, method=spec.method, **{**kwargs, **spec.hyperparams, "policy_kwargs": dict(spec.policy_kwargs)}
+    )
+
+
+def _limit_threads() -> None:
+    os.environ["OMP_NUM_THREADS"] = "1"
+    os.environ["MKL_NUM_THREADS"] = "1"
+    import torch as th
+
+    th.set_num_threads(1)
+
+
+def train_and_evaluate(spec: RunSpec) -> list[dict[str, Any]]:
+    """Train and evaluate one run; return its table rows (without the run's metadata columns)."""
+    import warnings
+
+    from sb3_dmash.common.callbacks import AIBEvalCallback
+
+    _limit_threads()
+    # SB3's make_vec_env asks every env for render_mode="rgb_array", which the AIB envs do not list: noise in a sweep
+    warnings.filterwarnings("ignore", message=".*render_mode='rgb_array'.*")
+    model = build_model(spec)
+    eval_env_kwargs = dict(spec.env_kwargs)
+    if spec.method in ("concat", "decision_adapter"):
+        eval_env_kwargs["context_aware"] = True
+    callback = AIBEvalCallback(
+        spec.env_id,
+        eval_every=spec.eval_every,
+        splits=spec.splits,
+        n_episodes=spec.eval_episodes,
+        eval_seed=1_000_000 + spec.seed,
+        env_kwargs=eval_env_kwargs,
+        learning_starts=spec.learning_starts,
+        schedule=spec.eval_schedule,
+    )
+    model.learn((spec.learning_starts + spec.budget) * spec.n_envs, callback=callback)
+    model.env.close()
+    return callback.records
+
+
+def execute(spec_dict: Mapping[str, Any]) -> dict[str, Any]:
+    """Run one spec and return its payload (status ``"ok"`` with records, or ``"error"`` with the traceback).
+
+    Never raises for a failing run: the caller writes the payload. Used by every backend.
+    """
+    spec = RunSpec.from_dict(spec_dict)
+    meta = run_metadata()
+    start = time.time()
+    payload: dict[str, Any] = {"run_id": spec.run_id, "spec": spec.to_dict(), "meta": meta, "pid": os.getpid()}
+    try:
+        records = train_and_evaluate(spec)
+    except Exception as exc:  # KeyboardInterrupt and SystemExit stop the sweep instead
+        payload.update(status="error", error=f"{type(exc).__name__}: {exc}", traceback=traceback.format_exc())
+    else:
+        payload.update(status="ok", records=records)
+    payload["duration_s"] = time.time() - start
+    return payload
+
+
+# ---------------------------------------------------------------------------------------------------------- files
+def atomic_write_text(path: str | os.PathLike, text: str) -> None:
+    """Write ``text`` to ``path`` atomically: a temporary file in the same folder, fsync, then ``os.replace``."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+    try:  # make the rename itself durable
+        dir_fd = os.open(path.parent, os.O_RDONLY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
+    except OSError:
+        pass
+
+
+def _run_path(out: Path, run_id: str, error: bool = False) -> Path:
+    return out / "runs" / (f"{run_id}.error.json" if error else f"{run_id}.json")
+
+
+def load_run(out: str | os.PathLike, spec: RunSpec) -> dict[str, Any] | None:
+    """The finished payload of ``spec`` in ``out``, or ``None`` (missing, unreadable, or for another spec)."""
+    path = _run_path(Path(out), spec.run_id)
+    try:
+        payload = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    if payload.get("status") != "ok" or payload.get("spec") != spec.to_dict():
+        return None
+    return payload
+
+
+def load_error(out: str | os.PathLike, spec: RunSpec) -> dict[str, Any] | None:
+    try:
+        return json.loads(_run_path(Path(out), spec.run_id, error=True).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+
+
+def write_payload(out: str | os.PathLike, payload: Mapping[str, Any]) -> Path:
+    """Store a run's payload atomically; a success removes an earlier error file of the run."""
+    out = Path(out)
+    error = payload["status"] != "ok"
+    path = _run_path(out, payload["run_id"], error=error)
+    atomic_write_text(path, json.dumps(payload, sort_keys=True, indent=1) + "\n")
+    if not error:
+        try:
+            _run_path(out, payload["run_id"], error=True).unlink()
+        except FileNotFoundError:
+            pass
+    return path
+
+
+def payload_rows(payload: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """The table rows of a finished run: its records with the run's columns."""
+    from aib.registration import env_info
+
+    spec = RunSpec.from_dict(payload["spec"])
+    run = {
+        "run_id": spec.run_id,
+        "env": spec.env,
+        "env_id": spec.env_id,
+        "env_kwargs": dict(spec.env_kwargs),
+        "env_name": env_display_name(spec.env_id, spec.env_kwargs),
+        "env_class": env_info(spec.env_id).env_class,
+        "method": spec.method,
+        "method_name": method_display_name(spec.method),
+        "seed": spec.seed,
+        "budget": spec.budget,
+        "learning_starts": spec.learning_starts,
+        "eval_every": spec.eval_every,
+        "eval_schedule": spec.eval_schedule,
+        "n_envs": spec.n_envs,
+        "commit": payload["meta"].get("commit", "unknown"),
+        "sb3_dmash_version": payload["meta"].get("versions", {}).get("sb3-dmash", "unknown"),
+    }
+    rows = []
+    for record in payload["records"]:
+        row = {**run, **{k: v for k, v in record.items() if k in TABLE_COLUMNS and k not in run}}
+        rows.append({col: row.get(col) for col in TABLE_COLUMNS})
+    split_rank = {s: i for i, s in enumerate(SPLIT_ORDER)}
+    rows.sort(key=lambda r: (r["step"], split_rank.get(r["split"], 99)))
+    return rows
+
+
+def _csv_cell(value: Any) -> Any:
+    if isinstance(value, (list, dict)):
+        return json.dumps(value, sort_keys=True)
+    return value
+
+
+def write_tables(out: str | os.PathLike, rows: Sequence[Mapping[str, Any]]) -> None:
+    """Write ``results.csv`` and ``results.jsonl`` atomically."""
+    import csv
+    import io
+
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=list(TABLE_COLUMNS), lineterminator="\n")
+    writer.writeheader()
+    for row in rows:
+        writer.writerow({k: _csv_cell(row.get(k)) for k in TABLE_COLUMNS})
+    atomic_write_text(Path(out) / "results.csv", buf.getvalue())
+    atomic_write_text(Path(out) / "results.jsonl", "".join(json.dumps(dict(r), sort_keys=True) + "\n" for r in rows))
+
+
+def collect_rows(out: str | os.PathLike, specs: Sequence[RunSpec]) -> list[dict[str, Any]]:
+    """The rows of every finished run of ``specs`` in ``out``, in grid order."""
+    rows: list[dict[str, Any]] = []
+    for spec in specs:
+        payload = load_run(out, spec)
+        if payload is not None:
+            rows.extend(payload_rows(payload))
+    return rows
+
+
+# ---------------------------------------------------------------------------------------------------------- backends
+def _watch_parent(parent_pid: int) -> None:
+    """In a pool worker: exit when the driver dies (so that a killed sweep leaves no orphan training)."""
+
+    def watch() -> None:
+        while True:
+            if os.getppid() != parent_pid:
+                os._exit(1)
+            time.sleep(1.0)
+
+    threading.Thread(target=watch, daemon=True).start()
+
+
+def _pool_initializer(parent_pid: int) -> None:
+    _limit_threads()
+    _watch_parent(parent_pid)
+
+
+def _run_local(pending: Sequence[RunSpec], workers: int, on_payload: Callable[[dict[str, Any]], None], progress: Any) -> None:
+    if workers <= 1:
+        for spec in pending:
+            progress.set_postfix_str(f"{spec.env} {spec.method} seed {spec.seed}", refresh=True)
+            on_payload(execute(spec.to_dict()))
+        return
+    import multiprocessing as mp
+    from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+
+    ctx = mp.get_context("spawn")  # no forked torch / thread state
+    with ProcessPoolExecutor(
+        max_workers=workers, mp_context=ctx, initializer=_pool_initializer, initargs=(os.getpid(),)
+    ) as pool:
+        futures = {pool.submit(execute, spec.to_dict()): spec for spec in pending}
+        remaining = set(futures)
+        while remaining:
+            done, remaining = wait(remaining, return_when=FIRST_COMPLETED)
+            for future in done:
+                spec = futures[future]
+                try:
+                    payload = future.result()
+                except BaseException as exc:  # the worker process died (segfault, OOM kill)
+                    payload = _crash_payload(spec, exc)
+                on_payload(payload)
+
+
+def _crash_payload(spec: RunSpec, exc: BaseException) -> dict[str, Any]:
+    return {
+        "run_id": spec.run_id,
+        "spec": spec.to_dict(),
+        "meta": run_metadata(),
+        "status": "error",
+        "error": f"{type(exc).__name__}: {exc}",
+        "traceback": "".join(traceback.format_exception(type(exc), exc, exc.__traceback__)),
+    }
+
+
+def _run_ray(
+    pending: Sequence[RunSpec],
+    workers: int,
+    address: str | None,
+    on_payload: Callable[[dict[str, Any]], None],
+) -> None:
+    try:
+        import ray
+    except ImportError as exc:  # pragma: no cover - depends on the install
+        raise ImportError("backend='ray' needs Ray: pip install 'sb3-dmash[ray]'") from exc
+    started = False
+    if not ray.is_initialized():
+        env_vars = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+        if address:
+            ray.init(address=address, runtime_env={"env_vars": env_vars}, log_to_driver=False)
+        else:
+            ray.init(
+                num_cpus=max(1, workers), include_dashboard=False, runtime_env={"env_vars": env_vars}, log_to_driver=False
+            )
+        started = True
+    try:
+        remote = ray.remote(num_cpus=1, max_retries=0)(execute)
+        futures = {remote.remote(spec.to_dict()): spec for spec in pending}
+        remaining = list(futures)
+        while remaining:
+            done, remaining = ray.wait(remaining, num_returns=1)
+            for ref in done:
+                try:
+                    payload = ray.get(ref)
+                except Exception as exc:  # the task's worker died
+                    payload = _crash_payload(futures[ref], exc)
+                on_payload(payload)
+    finally:
+        if started:
+            ray.shutdown()
+
+
+class _NoBar:
+    """Stands in for tqdm when it is not installed."""
+
+    def __init__(self, total: int, initial: int) -> None:
+        self.n, self.total = initial, total
+
+    def update(self, n: int = 1) -> None:
+        self.n += n
+        print(f"runs: {self.n}/{self.total}", file=sys.stderr, flush=True)
+
+    def set_postfix_str(self, text: str, refresh: bool = True) -> None:
+        pass
+
+    def write(self, text: str, file: Any = None) -> None:
+        print(text, file=file or sys.stderr, flush=True)
+
+    def close(self) -> None:
+        pass
+
+
+def _progress_bar(total: int, initial: int, disable: bool) -> Any:
+    try:
+        from tqdm.auto import tqdm
+    except ImportError:
+        bar = _NoBar(total, initial)
+        if disable:
+            bar.update = lambda n=1: None  # type: ignore[method-assign]
+        return bar
+    return tqdm(total=total, initial=initial, desc="runs", unit="run", disable=disable, file=sys.stderr)
+
+
+# ---------------------------------------------------------------------------------------------------------- the grid
+@dataclasses.dataclass
+class GridSummary:
+    """What :func:`run_grid` did: the ids of the runs skipped (already finished), finished now and failed."""
+
+    out: Path
+    total: int
+    skipped: list[str]
+    finished: list[str]
+    failed: dict[str, str]  # run id -> traceback
+    rows: list[dict[str, Any]]
+
+    @property
+    def ok(self) -> bool:
+        return not self.failed
+
+    def format(self) -> str:
+        lines = [
+            f"{self.total} runs in {self.out}: {len(self.skipped)} already finished, {len(self.finished)} finished now, "
+            f"{len(self.failed)} failed; {len(self.rows)} rows in {self.out / 'results.csv'}"
+        ]
+        for run_id, tb in self.failed.items():
+            lines.append(f"FAILED {run_id}:")
+            lines.extend("    " + line for line in tb.rstrip().splitlines())
+        return "\n".join(lines)
+
+
+def run_grid(
+    envs: Iterable[str | tuple[str, Mapping[str, Any]]],
+    methods: Iterable[str],
+    seeds: Iterable[int],
+    out: str | os.PathLike,
+    budget: int | str | None = None,
+    learning_starts: int = 5_000,
+    eval_every: int = 5_000,
+    eval_schedule: str = "every",
+    n_envs: int = 20,
+    eval_episodes: int = 10,
+    splits: Sequence[str] = SPLIT_ORDER,
+    policy_kwargs: Mapping[str, Any] | None = None,
+    hyperparams: Mapping[str, Any] | None = None,
+    workers: int = 1,
+    backend: str = "local",
+    address: str | None = None,
+    retry_failed: bool = True,
+    progress: bool = True,
+    command: str | None = None,
+) -> GridSummary:
+    """Run (or resume) the grid envs x methods x seeds and write the results table into ``out``.
+
+    :param envs: AIB ids (``"AIB-ODE-v0:k=5"`` for env kwargs).
+    :param methods: ``DMASHSAC`` methods (``dmash``, ``dma_star``, ``dma``, ``dma_pearl``, ``concat``,
+        ``decision_adapter``, ``dr``) or ``"sac"`` (SB3's SAC).
+    :param seeds: run seeds.
+    :param out: output folder (created; reused to resume).
+    :param budget: learning vector steps (``None``/``"paper"``: each env's paper budget).
+    :param learning_starts: vector steps of random actions first (the paper's 5,000).
+    :param eval_every: vector steps between evaluations (the paper's 5,000).
+    :param eval_schedule: ``"every"`` or ``"final2"`` (only the two evaluations the score needs).
+    :param n_envs: training sub-envs (the paper's 20).
+    :param eval_episodes: scored episodes per context (the protocol's 10).
+    :param splits: evaluated splits.
+    :param policy_kwargs: policy kwargs of every run (e.g. ``{"net_arch": [16]}`` for smoke runs).
+    :param hyperparams: further algorithm kwargs of every run (``batch_size``...).
+    :param workers: parallel runs (local processes, or the CPUs of a local Ray); each uses one torch thread.
+    :param backend: ``"local"`` (a process pool; in this process when ``workers == 1``) or ``"ray"``.
+    :param address: Ray address (``"auto"``, ``"ray://host:10001"``); ``None`` starts a local Ray.
+    :param retry_failed: rerun the runs that crashed in an earlier invocation.
+    :param progress: show a tqdm progress bar (stderr).
+    :param command: the command line recorded in ``grid.json`` (default: ``sys.argv``).
+    :return: a :class:`GridSummary`; ``summary.ok`` is False when a run crashed.
+    """
+    if backend not in ("local", "ray"):
+        raise ValueError(f"backend={backend!r} is not allowed; expected 'local' or 'ray'")
+    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
+        raise ValueError(f"workers={workers!r} must be an integer >= 1")
+    if eval_schedule not in ("every", "final2"):
+        raise ValueError(f"eval_schedule={eval_schedule!r} is not allowed; expected 'every' or 'final2'")
+    specs = make_grid(
+        envs,
+        methods,
+        seeds,
+        budget,
+        learning_starts=int(learning_starts),
+        eval_every=int(eval_every),
+        eval_schedule=eval_schedule,
+        n_envs=int(n_envs),
+        eval_episodes=int(eval_episodes),
+        splits=tuple(splits),
+        policy_kwargs=dict(policy_kwargs or {}),
+        hyperparams=dict(hyperparams or {}),
+    )
+    out = Path(out)
+    (out / "runs").mkdir(parents=True, exist_ok=True)
+    meta = {
+        **run_metadata(),
+        "command": command if command is not None else " ".join([os.path.basename(sys.argv[0]), *sys.argv[1:]]),
+        "backend": backend,
+        "workers": workers,
+        "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "budget_unit": "vector steps",
+    }
+    atomic_write_text(
+        out / "grid.json",
+        json.dumps({"meta": meta, "runs": [{"run_id": s.run_id, **s.to_dict()} for s in specs]}, indent=1) + "\n",
+    )
+    skipped = [s.run_id for s in specs if load_run(out, s) is not None]
+    failed_before = {s.run_id for s in specs if s.run_id not in skipped and load_error(out, s) is not None}
+    pending = [s for s in specs if s.run_id not in skipped and (retry_failed or s.run_id not in failed_before)]
+    failed: dict[str, str] = {}
+    for spec in specs:
+        if spec.run_id in failed_before and spec not in pending:
+            failed[spec.run_id] = (load_error(out, spec) or {}).get("traceback", "")
+    finished: list[str] = []
+    bar = _progress_bar(total=len(specs), initial=len(skipped), disable=not progress)
+
+    def on_payload(payload: dict[str, Any]) -> None:
+        write_payload(out, payload)
+        if payload["status"] == "ok":
+            finished.append(payload["run_id"])
+            failed.pop(payload["run_id"], None)
+            write_tables(out, collect_rows(out, specs))
+        else:
+            failed[payload["run_id"]] = payload.get("traceback", payload.get("error", ""))
+            bar.write(f"run {payload['run_id']} FAILED: {payload.get('error')}", file=sys.stderr)
+        bar.update(1)
+
+    try:
+        if pending:
+            if backend == "ray":
+                _run_ray(pending, workers, address, on_payload)
+            else:
+                _run_local(pending, workers, on_payload, bar)
+    finally:
+        bar.close()
+    rows = collect_rows(out, specs)
+    write_tables(out, rows)
+    return GridSummary(out, len(specs), skipped, finished, failed, rows)
+
+
+def load_results(path: str | os.PathLike) -> list[dict[str, Any]]:
+    """The rows of a results table: a bench folder, a ``results.jsonl`` or a ``results.csv``."""
+    import csv
+
+    path = Path(path)
+    if path.is_dir():
+        path = path / "results.jsonl" if (path / "results.jsonl").exists() else path / "results.csv"
+    if path.suffix == ".jsonl":
+        with open(path, encoding="utf-8") as f:
+            return [json.loads(line) for line in f if line.strip()]
+    rows = []
+    with open(path, encoding="utf-8", newline="") as f:
+        for row in csv.DictReader(f):
+            out: dict[str, Any] = {k: (None if v == "" else v) for k, v in row.items()}
+            for key in ("per_context", "env_kwargs"):
+                if row.get(key):
+                    out[key] = json.loads(row[key])
+            for key in ("seed", "step", "vector_step", "timesteps", "n_episodes", "budget", "learning_starts"):
+                if row.get(key) not in (None, ""):
+                    out[key] = int(row[key])
+            for key in ("eval_every", "n_envs"):
+                if row.get(key) not in (None, ""):
+                    out[key] = int(row[key])
+            for key in ("aer", "mean_reward"):
+                if row.get(key) not in (None, ""):
+                    out[key] = float(row[key])
+            rows.append(out)
+    return rows

@@ -1,0 +1,238 @@
+"""The ``sb3-dmash`` command: ``bench`` (a resumable sweep), ``report`` (tables, IQM, plots) and ``diagnose`` (z).
+
+    sb3-dmash bench --envs AIB-DI-v0 AIB-ODE-v0 --methods dmash dr --seeds 0-9 --out results/
+    sb3-dmash report results/ --out report/
+    sb3-dmash diagnose model.zip --env AIB-DI-v0 --split handcrafted_train --out diag/
+
+See ``docs/protocol.md``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+
+def _seeds(values: Sequence[str]) -> list[int]:
+    """``["0-2", "5,7"]`` -> ``[0, 1, 2, 5, 7]``."""
+    seeds: list[int] = []
+    for value in values:
+        for part in filter(None, value.split(",")):
+            lo, sep, hi = part.partition("-")
+            if sep and lo.isdigit() and hi.isdigit():
+                seeds.extend(range(int(lo), int(hi) + 1))
+            elif part.isdigit():
+                seeds.append(int(part))
+            else:
+                raise ValueError(f"--seeds expects non-negative integers or ranges like 0-9, got {part!r}")
+    return seeds
+
+
+def _json_dict(text: str) -> dict[str, Any]:
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise argparse.ArgumentTypeError(f"not valid JSON: {text!r} ({exc})") from exc
+    if not isinstance(value, dict):
+        raise argparse.ArgumentTypeError(f"expected a JSON object, got {text!r}")
+    return value
+
+
+def _budget(text: str) -> int | str:
+    if text == "paper":
+        return text
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"budget must be >= 1 vector steps or 'paper', got {text!r}")
+    return value
+
+
+def _bench_parser(sub: Any) -> None:
+    p = sub.add_parser(
+        "bench",
+        help="run (or resume) a grid of envs x methods x seeds and write one results table",
+        description="Run (or resume) a grid of AIB envs x methods x seeds. Budgets are in vector steps (one step of all "
+        "sub-envs). Finished runs are never redone; crashed runs are reported (non-zero exit) and retried next time.",
+    )
+    envs = p.add_mutually_exclusive_group(required=True)
+    envs.add_argument("--envs", nargs="+", help="AIB ids; 'AIB-ODE-v0:k=5' passes env kwargs")
+    envs.add_argument("--suite", choices=["AIB-v1", "AIB-v2"], help="all envs of a suite")
+    p.add_argument("--methods", nargs="+", default=["dmash"], help="DMASHSAC methods, or 'sac' (SB3's SAC)")
+    p.add_argument("--seeds", nargs="+", default=["0"], help="seeds: '0 1 2', '0-9' or '0,3,5'")
+    p.add_argument("--out", required=True, help="output folder (reuse it to resume)")
+    p.add_argument("--budget", type=_budget, default="paper", help="learning vector steps per run, or 'paper' (default)")
+    p.add_argument("--learning-starts", type=int, default=5_000, help="random vector steps first (default 5000)")
+    p.add_argument("--eval-every", type=int, default=5_000, help="vector steps between evaluations (default 5000)")
+    p.add_argument("--eval-schedule", choices=["every", "final2"], default="every")
+    p.add_argument("--eval-episodes", type=int, default=10, help="scored episodes per context (default 10)")
+    p.add_argument("--splits", nargs="+", default=["train", "eval_in", "eval_out"])
+    p.add_argument("--n-envs", type=int, default=20, help="training sub-envs (default 20)")
+    p.add_argument("--net-arch", type=int, nargs="+", help="hidden sizes of actor, critics and forward model")
+    p.add_argument("--hypernet-arch", type=int, nargs="+", help="hidden sizes of the hypernetwork")
+    p.add_argument("--encoder-dim", type=int, help="context encoder width")
+    p.add_argument("--batch-size", type=int, help="minibatch size (default 256, stratified; 240 for 'sac')")
+    p.add_argument("--policy-kwargs", type=_json_dict, default={}, help="JSON policy kwargs of every run")
+    p.add_argument("--hyperparams", type=_json_dict, default={}, help="JSON algorithm kwargs of every run")
+    p.add_argument("--workers", type=int, default=1, help="parallel runs, one torch thread each (default 1)")
+    p.add_argument("--backend", choices=["local", "ray"], default="local")
+    p.add_argument("--address", help="Ray cluster address ('auto', 'ray://head:10001'); default: a local Ray")
+    p.add_argument("--no-retry-failed", action="store_true", help="keep runs that crashed before as failed")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def _bench(args: argparse.Namespace) -> int:
+    from sb3_dmash.bench import env_key, run_grid
+
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    if args.suite:
+        from aib.registration import SUITES
+
+        envs = [env_key(info.env_id, info.env_kwargs) for info in SUITES[args.suite]]
+    else:
+        envs = args.envs
+    policy_kwargs = dict(args.policy_kwargs)
+    for key, value in (("net_arch", args.net_arch), ("hypernet_arch", args.hypernet_arch), ("encoder_dim", args.encoder_dim)):
+        if value is not None:
+            policy_kwargs[key] = value
+    hyperparams = dict(args.hyperparams)
+    if args.batch_size is not None:
+        hyperparams["batch_size"] = args.batch_size
+    non_dmash = {"sac"} & set(args.methods)
+    if non_dmash and set(policy_kwargs) - {"net_arch"}:
+        print("note: 'sac' uses only net_arch of the policy kwargs", file=sys.stderr)
+    summary = run_grid(
+        envs,
+        args.methods,
+        _seeds(args.seeds),
+        args.out,
+        budget=args.budget,
+        learning_starts=args.learning_starts,
+        eval_every=args.eval_every,
+        eval_schedule=args.eval_schedule,
+        n_envs=args.n_envs,
+        eval_episodes=args.eval_episodes,
+        splits=args.splits,
+        policy_kwargs=policy_kwargs,
+        hyperparams=hyperparams,
+        workers=args.workers,
+        backend=args.backend,
+        address=args.address,
+        retry_failed=not args.no_retry_failed,
+        progress=not args.no_progress,
+        command=" ".join(["sb3-dmash", *sys.argv[1:]]),
+    )
+    print(summary.format())
+    return 0 if summary.ok else 1
+
+
+def _bounds(values: Sequence[str] | None) -> dict[str, tuple[float, float]]:
+    out = {}
+    for value in values or []:
+        env, sep, rest = value.partition("=")
+        try:
+            lo, hi = (float(x) for x in rest.split(","))
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"--bounds expects ENV=LO,HI, got {value!r}") from None
+        if not sep or hi <= lo:
+            raise argparse.ArgumentTypeError(f"--bounds expects ENV=LO,HI with LO < HI, got {value!r}")
+        out[env] = (lo, hi)
+    return out
+
+
+def _report_parser(sub: Any) -> None:
+    p = sub.add_parser(
+        "report",
+        help="per-env tables, normalised IQM with CIs, gains, plots and a markdown report from a results table",
+    )
+    p.add_argument("results", help="a bench folder, results.csv or results.jsonl")
+    p.add_argument("--out", default=None, help="report folder (default: <results>/report)")
+    p.add_argument("--reps", type=int, default=50_000, help="bootstrap replicates (rliable's default 50000)")
+    p.add_argument("--seed", type=int, default=0, help="bootstrap seed")
+    p.add_argument("--bounds", nargs="+", help="normalisation bounds ENV=LO,HI (required for WalkerGym/HopperGym)")
+    p.add_argument("--reference", default="dmash", help="method whose gains and P(improvement) are reported")
+    p.add_argument("--no-plots", action="store_true")
+
+
+def _report(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from sb3_dmash.report import make_report
+
+    out = args.out
+    if out is None:
+        base = Path(args.results)
+        out = (base if base.is_dir() else base.parent) / "report"
+    result = make_report(
+        args.results,
+        out,
+        reps=args.reps,
+        seed=args.seed,
+        bounds=_bounds(args.bounds),
+        reference=args.reference,
+        plots=not args.no_plots,
+    )
+    for warning in result.warnings:
+        print(f"warning: {warning}", file=sys.stderr)
+    print(f"report written to {result.markdown}")
+    return 0
+
+
+def _diagnose_parser(sub: Any) -> None:
+    p = sub.add_parser("diagnose", help="embedding diagnostics of a saved DMASHSAC model (MI, variability, overlap, cosines)")
+    p.add_argument("model", help="a model saved by DMASHSAC.save (.zip)")
+    p.add_argument("--env", required=True, help="AIB id")
+    p.add_argument("--split", default="handcrafted_train", help="train, eval_in, eval_out or handcrafted_train (DI)")
+    p.add_argument("--episodes", type=int, default=2, help="episodes per context")
+    p.add_argument("--steps", type=int, default=None, help="steps recorded per episode (default: all after K)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--k", type=int, default=3, help="neighbours of the Kraskov estimator (default 3)")
+    p.add_argument("--env-kwargs", type=_json_dict, default={}, help="JSON env kwargs")
+    p.add_argument("--out", default=None, help="folder for diagnostics.json and cosine.png")
+
+
+def _diagnose(args: argparse.Namespace) -> int:
+    from sb3_dmash.diagnostics import diagnose, load_model
+
+    model = load_model(args.model)
+    result = diagnose(
+        model,
+        args.env,
+        split=args.split,
+        n_episodes=args.episodes,
+        steps_per_episode=args.steps,
+        seed=args.seed,
+        k=args.k,
+        env_kwargs=args.env_kwargs or None,
+        out=args.out,
+    )
+    print(json.dumps(result.summary(), indent=1))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="sb3-dmash", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+    _bench_parser(sub)
+    _report_parser(sub)
+    _diagnose_parser(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return {"bench": _bench, "report": _report, "diagnose": _diagnose}[args.command](args)
+    except (ValueError, argparse.ArgumentTypeError, FileNotFoundError) as exc:
+        parser.exit(2, f"sb3-dmash {args.command}: error: {exc}\n")
+    return 2  # pragma: no cover
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,604 @@
+"""``sb3-dmash report``: the paper's tables and figures from a results table (``aib.md`` §7).
+
+1. **Per-run score** = the best of the last two evaluations: per (env, method, seed, split), the maximum AER over the
+   two largest evaluation steps of that run (§7.1).
+2. **Normalisation** ``(AER - lo) / (hi - lo)`` with the bounds of ``aib.env_info(env_id).return_bounds`` (0-100 DI
+   family, 0-200 ODE, 0-1000 dm_control). WalkerGym and HopperGym have no known bounds: pass ``bounds=`` (CLI
+   ``--bounds AIB-WalkerGym-v0=0,5000``), else ``lo = 0`` and ``hi`` = the largest AER of that env anywhere in the
+   table, with a warning naming the bounds (§7.2).
+3. **Per-env table**: mean AER over seeds with a 95 % bootstrap CI (runs resampled), per split.
+4. **Aggregate**: per method, split and subset (All / Overlap / Non-overlap, classes from ``aib.env_info``), the IQM
+   of the normalised scores pooled over seeds x envs with a 95 % stratified-bootstrap CI (runs resampled within each
+   env); the "Aggregated" split treats each (env, split) pair as a task (§7.3).
+5. **Gains** of the reference method (DMA*-SH) over each baseline, ``(IQM_ref / IQM_base - 1) x 100`` on two-decimal
+   IQMs (the paper's rule), and the **probability of improvement** with its CI.
+6. **Figures** (matplotlib, Agg): learning curves per env and the IQM bars; a markdown report ties it together.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from sb3_dmash import stats
+
+SPLITS = ("train", "eval_in", "eval_out")
+SPLIT_NAMES = {"train": "Train", "eval_in": "Eval-in", "eval_out": "Eval-out", "aggregated": "Aggregated"}
+SUBSETS = ("All", "Overlap", "Non-overlap")
+METHOD_ORDER = ("concat", "decision_adapter", "dr", "sac", "dma", "dma_pearl", "dma_star", "dmash")
+
+
+@dataclasses.dataclass
+class ReportResult:
+    """What :func:`make_report` produced."""
+
+    out: Path
+    markdown: Path
+    tables: dict[str, Any]
+    figures: list[Path]
+    warnings: list[str]
+
+
+# ---------------------------------------------------------------------------------------------------------- data
+def load_frame(results: str | os.PathLike | Sequence[Mapping[str, Any]]) -> Any:
+    """The results rows as a DataFrame (a bench folder, a CSV or JSONL table, or a list of row dicts)."""
+    import pandas as pd
+
+    from sb3_dmash.bench import load_results
+
+    rows = load_results(results) if isinstance(results, (str, os.PathLike)) else [dict(r) for r in results]
+    if not rows:
+        raise ValueError(f"no result rows in {results!r}")
+    frame = pd.DataFrame(rows)
+    required = {"env", "method", "seed", "split", "step", "aer"}
+    missing = required - set(frame.columns)
+    if missing:
+        raise ValueError(f"the results table lacks the columns {sorted(missing)}")
+    if "env_id" not in frame:
+        frame["env_id"] = frame["env"].str.split(":").str[0]
+    if "env_name" not in frame:
+        frame["env_name"] = frame["env"]
+    if "method_name" not in frame:
+        from sb3_dmash.bench import method_display_name
+
+        frame["method_name"] = frame["method"].map(method_display_name)
+    if "env_class" not in frame:
+        from aib.registration import env_info
+
+        frame["env_class"] = frame["env_id"].map(lambda e: env_info(e).env_class)
+    frame["seed"] = frame["seed"].astype(int)
+    frame["step"] = frame["step"].astype(int)
+    frame["aer"] = frame["aer"].astype(float)
+    return frame
+
+
+def final_scores(frame: Any) -> Any:
+    """One row per (env, method, seed, split): the best AER of the run's last two evaluations (§7.1).
+
+    Columns: the keys, ``aer`` (the score), ``step`` (the evaluation it came from), ``final_step`` (the run's last
+    evaluation step), ``per_context`` (of that evaluation, when the table has it).
+    """
+    import pandas as pd
+
+    keys = ["env", "method", "seed", "split"]
+    out = []
+    for key, group in frame.groupby(keys, sort=False):
+        steps = sorted(group["step"].unique())
+        last = group[group["step"].isin(steps[-2:])]
+        best = last.loc[last["aer"].idxmax()]
+        row = {k: v for k, v in zip(keys, key, strict=True)}
+        row.update(
+            env_id=best["env_id"],
+            env_name=best["env_name"],
+            env_class=best["env_class"],
+            method_name=best["method_name"],
+            aer=float(best["aer"]),
+            step=int(best["step"]),
+            final_step=int(steps[-1]),
+            n_evaluations=len(steps),
+        )
+        if "per_context" in best:
+            row["per_context"] = best["per_context"]
+        out.append(row)
+    return pd.DataFrame(out)
+
+
+def normalisation_bounds(
+    frame: Any, bounds: Mapping[str, tuple[float, float]] | None = None
+) -> tuple[dict[str, tuple[float, float]], list[str]]:
+    """Bounds per env (§7.2): the user's (keyed by env, env id or display name), the suite's, or the fallback."""
+    from aib.registration import env_info
+
+    bounds = dict(bounds or {})
+    out: dict[str, tuple[float, float]] = {}
+    warnings: list[str] = []
+    for env, group in frame.groupby("env", sort=False):
+        env_id, name = group["env_id"].iloc[0], group["env_name"].iloc[0]
+        user = bounds.get(env, bounds.get(env_id, bounds.get(name)))
+        known = env_info(env_id).return_bounds
+        if user is not None:
+            out[env] = (float(user[0]), float(user[1]))
+        elif known is not None:
+            out[env] = (float(known[0]), float(known[1]))
+        else:
+            hi = float(group["aer"].max())
+            if hi <= 0:
+                hi = 1.0
+            out[env] = (0.0, hi)
+            warnings.append(
+                f"{name} ({env}) has no known return bounds; normalised with the fallback lo = 0, hi = max observed AER "
+                f"= {hi:.6g} (pass --bounds {env_id}=LO,HI to set them)"
+            )
+    return out, warnings
+
+
+def normalise(scores: Any, bounds: Mapping[str, tuple[float, float]]) -> Any:
+    scores = scores.copy()
+    lo = scores["env"].map(lambda e: bounds[e][0])
+    hi = scores["env"].map(lambda e: bounds[e][1])
+    scores["score"] = (scores["aer"] - lo) / (hi - lo)
+    return scores
+
+
+def _order(values: Sequence[str], order: Sequence[str]) -> list[str]:
+    rank = {v: i for i, v in enumerate(order)}
+    return sorted(dict.fromkeys(values), key=lambda v: (rank.get(v, len(rank)), v))
+
+
+def _subset_mask(scores: Any, subset: str) -> Any:
+    if subset == "All":
+        return np.ones(len(scores), dtype=bool)
+    return (scores["env_class"] == subset.lower()).to_numpy()
+
+
+def task_scores(scores: Any, method: str, split: str, subset: str) -> tuple[list[str], list[np.ndarray]]:
+    """Per task (env, or env/split for ``split="aggregated"``), the normalised run scores of ``method``."""
+    sel = scores[(scores["method"] == method) & _subset_mask(scores, subset)]
+    if split != "aggregated":
+        sel = sel[sel["split"] == split]
+    names, arrays = [], []
+    for key, group in sel.groupby(["env", "split"] if split == "aggregated" else ["env"], sort=True):
+        names.append("/".join(key) if isinstance(key, tuple) else key)
+        arrays.append(group.sort_values("seed")["score"].to_numpy(float))
+    return names, arrays
+
+
+# ---------------------------------------------------------------------------------------------------------- tables
+def per_env_table(scores: Any, reps: int = 10_000, seed: int = 0) -> Any:
+    """Mean AER over seeds with a 95 % bootstrap CI (runs resampled), per env, method and split."""
+    import pandas as pd
+
+    rows = []
+    for (env, method, split), group in scores.groupby(["env", "method", "split"], sort=False):
+        values = group["aer"].to_numpy(float)
+        point, lower, upper = stats.stratified_bootstrap([values], ("mean",), reps=reps, rng=seed)["mean"]
+        rows.append(
+            dict(
+                env=env,
+                env_name=group["env_name"].iloc[0],
+                env_class=group["env_class"].iloc[0],
+                method=method,
+                method_name=group["method_name"].iloc[0],
+                split=split,
+                n_seeds=len(values),
+                mean=point,
+                ci_low=lower,
+                ci_high=upper,
+                std=float(values.std(ddof=1)) if len(values) > 1 else 0.0,
+            )
+        )
+    return pd.DataFrame(rows)
+
+
+def aggregate_table(scores: Any, reps: int = 50_000, seed: int = 0) -> Any:
+    """Normalised IQM (and mean) with 95 % stratified-bootstrap CIs per method, split and subset."""
+    import pandas as pd
+
+    rows = []
+    methods = _order(scores["method"].unique(), METHOD_ORDER)
+    for split in (*SPLITS, "aggregated"):
+        for subset in SUBSETS:
+            for method in methods:
+                _, arrays = task_scores(scores, method, split, subset)
+                if not arrays:
+                    continue
+                est = stats.stratified_bootstrap(arrays, ("iqm", "mean"), reps=reps, rng=seed)
+                rows.append(
+                    dict(
+                        split=split,
+                        subset=subset,
+                        method=method,
+                        method_name=scores.loc[scores["method"] == method, "method_name"].iloc[0],
+                        n_tasks=len(arrays),
+                        n_runs=int(sum(a.size for a in arrays)),
+                        iqm=est["iqm"][0],
+                        iqm_low=est["iqm"][1],
+                        iqm_high=est["iqm"][2],
+                        mean=est["mean"][0],
+                        mean_low=est["mean"][1],
+                        mean_high=est["mean"][2],
+                    )
+                )
+    return pd.DataFrame(rows)
+
+
+def gain_table(aggregate: Any, reference: str = "dmash") -> Any:
+    """Gains of ``reference`` over every other method: the ratio of the two-decimal IQMs, in percent (§7.3.6)."""
+    import pandas as pd
+
+    rows = []
+    if aggregate.empty or reference not in set(aggregate["method"]):
+        return pd.DataFrame(rows)
+    for (split, subset), group in aggregate.groupby(["split", "subset"], sort=False):
+        ref = group[group["method"] == reference]
+        if ref.empty:
+            continue
+        ref_iqm = float(ref["iqm"].iloc[0])
+        for _, base in group[group["method"] != reference].iterrows():
+            rows.append(
+                dict(
+                    split=split,
+                    subset=subset,
+                    reference=reference,
+                    baseline=base["method"],
+                    baseline_name=base["method_name"],
+                    reference_iqm_2dp=round(ref_iqm, 2),
+                    baseline_iqm_2dp=round(float(base["iqm"]), 2),
+                    gain_percent=stats.relative_gain(ref_iqm, float(base["iqm"])),
+                )
+            )
+    return pd.DataFrame(rows)
+
+
+def improvement_table(scores: Any, reference: str = "dmash", reps: int = 2_000, seed: int = 0) -> Any:
+    """P(reference > baseline) with a 95 % CI, per baseline, split and subset (tasks both methods have)."""
+    import pandas as pd
+
+    rows = []
+    methods = _order(scores["method"].unique(), METHOD_ORDER)
+    if reference not in methods:
+        return pd.DataFrame(rows)
+    for split in (*SPLITS, "aggregated"):
+        for subset in SUBSETS:
+            ref_tasks, ref_arrays = task_scores(scores, reference, split, subset)
+            ref_map = dict(zip(ref_tasks, ref_arrays, strict=True))
+            for method in methods:
+                if method == reference:
+                    continue
+                tasks, arrays = task_scores(scores, method, split, subset)
+                common = [t for t in tasks if t in ref_map]
+                if not common:
+                    continue
+                base_map = dict(zip(tasks, arrays, strict=True))
+                point, lower, upper = stats.probability_of_improvement_interval(
+                    [ref_map[t] for t in common], [base_map[t] for t in common], reps=reps, rng=seed
+                )
+                rows.append(
+                    dict(
+                        split=split,
+                        subset=subset,
+                        reference=reference,
+                        baseline=method,
+                        n_tasks=len(common),
+                        probability=point,
+                        ci_low=lower,
+                        ci_high=upper,
+                    )
+                )
+    return pd.DataFrame(rows)
+
+
+def per_context_table(scores: Any, split: str = "eval_out") -> Any:
+    """Mean over seeds of the per-context returns behind each run's score, for one split (the eval-out breakdown)."""
+    import pandas as pd
+
+    rows = []
+    if "per_context" not in scores:
+        return pd.DataFrame(rows)
+    sel = scores[(scores["split"] == split) & scores["per_context"].notna()]
+    for (env, method), group in sel.groupby(["env", "method"], sort=False):
+        values = np.array([np.asarray(v, dtype=float) for v in group["per_context"]])
+        for i, value in enumerate(values.mean(axis=0)):
+            rows.append(dict(env=env, method=method, split=split, context=i, mean_return=float(value)))
+    return pd.DataFrame(rows)
+
+
+# ---------------------------------------------------------------------------------------------------------- figures
+def _figure(width: float, height: float) -> Any:
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(width, height), dpi=100)
+    FigureCanvasAgg(fig)
+    return fig
+
+
+def _slug(text: str) -> str:
+    return "".join(c if c.isalnum() or c in "-_" else "_" for c in text)
+
+
+def plot_learning_curves(frame: Any, out: Path) -> list[Path]:
+    """One PNG per env: mean AER over seeds against learning vector steps, per split, with a 95 % normal band."""
+    paths = []
+    methods = _order(frame["method"].unique(), METHOD_ORDER)
+    for env, env_rows in frame.groupby("env", sort=False):
+        splits = [s for s in (*SPLITS, *sorted(set(env_rows["split"]) - set(SPLITS))) if s in set(env_rows["split"])]
+        fig = _figure(4.2 * len(splits), 3.4)
+        axes = fig.subplots(1, len(splits), squeeze=False)[0]
+        for ax, split in zip(axes, splits, strict=True):
+            for method in methods:
+                rows = env_rows[(env_rows["method"] == method) & (env_rows["split"] == split)]
+                if rows.empty:
+                    continue
+                curve = rows.groupby("step")["aer"].agg(["mean", "std", "count"]).sort_index()
+                half = 1.96 * curve["std"].fillna(0.0) / np.sqrt(curve["count"])
+                label = rows["method_name"].iloc[0]
+                ax.plot(curve.index, curve["mean"], marker="o", markersize=3, label=label)
+                ax.fill_between(curve.index, curve["mean"] - half, curve["mean"] + half, alpha=0.2)
+            ax.set_title(f"{env_rows['env_name'].iloc[0]} - {SPLIT_NAMES.get(split, split)}")
+            ax.set_xlabel("learning vector steps")
+            ax.set_ylabel("AER")
+            ax.grid(alpha=0.3)
+        axes[0].legend(fontsize="small")
+        fig.tight_layout()
+        path = out / f"curves_{_slug(env)}.png"
+        fig.savefig(path)
+        paths.append(path)
+    return paths
+
+
+def plot_iqm_bars(aggregate: Any, out: Path) -> Path:
+    """Grouped bars: normalised IQM with its 95 % CI per subset and method, one panel per split."""
+    splits = [s for s in (*SPLITS, "aggregated") if s in set(aggregate["split"])]
+    methods = _order(aggregate["method"].unique(), METHOD_ORDER)
+    fig = _figure(4.2 * len(splits), 3.6)
+    axes = fig.subplots(1, len(splits), squeeze=False, sharey=True)[0]
+    width = 0.8 / max(1, len(methods))
+    for ax, split in zip(axes, splits, strict=True):
+        for m, method in enumerate(methods):
+            xs, ys, errs = [], [], [[], []]
+            for s, subset in enumerate(SUBSETS):
+                row = aggregate[
+                    (aggregate["split"] == split) & (aggregate["subset"] == subset) & (aggregate["method"] == method)
+                ]
+                if row.empty:
+                    continue
+                r = row.iloc[0]
+                xs.append(s + (m - (len(methods) - 1) / 2) * width)
+                ys.append(r["iqm"])
+                errs[0].append(r["iqm"] - r["iqm_low"])
+                errs[1].append(r["iqm_high"] - r["iqm"])
+            if xs:
+                name = aggregate.loc[aggregate["method"] == method, "method_name"].iloc[0]
+                ax.bar(xs, ys, width, yerr=np.array(errs), capsize=2, label=name)
+        ax.set_xticks(range(len(SUBSETS)))
+        ax.set_xticklabels(SUBSETS)
+        ax.set_title(SPLIT_NAMES[split])
+        ax.grid(axis="y", alpha=0.3)
+    axes[0].set_ylabel("normalised IQM")
+    axes[0].legend(fontsize="small")
+    fig.tight_layout()
+    path = out / "iqm.png"
+    fig.savefig(path)
+    return path
+
+
+# ---------------------------------------------------------------------------------------------------------- markdown
+def _ci(point: float, lower: float, upper: float, digits: int = 2) -> str:
+    return f"{point:.{digits}f} [{lower:.{digits}f}, {upper:.{digits}f}]"
+
+
+def _markdown_table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def _meta_lines(results: Any, frame: Any) -> list[str]:
+    lines = []
+    if isinstance(results, (str, os.PathLike)):
+        grid = Path(results) / "grid.json" if Path(results).is_dir() else Path(results).parent / "grid.json"
+        if grid.exists():
+            meta = json.loads(grid.read_text(encoding="utf-8")).get("meta", {})
+            lines.append(f"- command: `{meta.get('command', '?')}`")
+            lines.append(f"- versions: {', '.join(f'{k} {v}' for k, v in meta.get('versions', {}).items())}")
+    for column, label in (
+        ("commit", "commit(s)"),
+        ("budget", "budget(s), vector steps"),
+        ("n_episodes", "episodes per context"),
+    ):
+        if column in frame:
+            values = sorted({str(v) for v in frame[column].dropna()})
+            lines.append(f"- {label}: {', '.join(values)}")
+    return lines
+
+
+def write_markdown(
+    path: Path,
+    results: Any,
+    frame: Any,
+    scores: Any,
+    per_env: Any,
+    aggregate: Any,
+    gains: Any,
+    improvement: Any,
+    bounds: Mapping[str, tuple[float, float]],
+    warnings: Sequence[str],
+    figures: Sequence[Path],
+    reps: int,
+    reference: str,
+) -> None:
+    methods = _order(scores["method"].unique(), METHOD_ORDER)
+    names = {m: scores.loc[scores["method"] == m, "method_name"].iloc[0] for m in methods}
+    parts = ["# AIB report", ""]
+    parts += [
+        f"- source: `{results if isinstance(results, (str, os.PathLike)) else 'rows'}`",
+        f"- environments: {', '.join(dict.fromkeys(scores['env_name']))}",
+        f"- methods: {', '.join(names[m] for m in methods)}",
+        f"- seeds per run cell: {scores.groupby(['env', 'method', 'split'])['seed'].nunique().min()}"
+        f"-{scores.groupby(['env', 'method', 'split'])['seed'].nunique().max()}",
+        *_meta_lines(results, frame),
+        "- per-run score: best AER of the last two evaluations; normalised (AER - lo) / (hi - lo) with bounds "
+        + ", ".join(f"{env} [{lo:g}, {hi:g}]" for env, (lo, hi) in bounds.items()),
+        f"- IQM over seeds x envs with 95 % stratified-bootstrap CIs ({reps} replicates, percentile method)",
+        "",
+    ]
+    if warnings:
+        parts += ["**Warnings**", "", *[f"- {w}" for w in warnings], ""]
+    parts += ["## Aggregate normalised IQM", ""]
+    header = ["Split", "Subset", *[names[m] for m in methods]]
+    rows = []
+    for split in (*SPLITS, "aggregated"):
+        for subset in SUBSETS:
+            cells = aggregate[(aggregate["split"] == split) & (aggregate["subset"] == subset)]
+            if cells.empty:
+                continue
+            by_method = {r["method"]: r for _, r in cells.iterrows()}
+            row = [SPLIT_NAMES[split], subset]
+            for m in methods:
+                r = by_method.get(m)
+                row.append("-" if r is None else _ci(r["iqm"], r["iqm_low"], r["iqm_high"]))
+            rows.append(row)
+    parts += [_markdown_table(header, rows), ""]
+    if not gains.empty:
+        baselines = list(dict.fromkeys(gains["baseline"]))
+        parts += [
+            f"## Relative gain of {names.get(reference, reference)} (ratio of two-decimal IQMs, %)",
+            "",
+            _markdown_table(
+                ["Split", "Subset", *[f"vs {names.get(b, b)}" for b in baselines]],
+                [
+                    [SPLIT_NAMES[split], subset]
+                    + [
+                        f"{g:.1f} %" if np.isfinite(g) else "n/a"
+                        for g in (
+                            group.set_index("baseline").reindex(baselines)["gain_percent"].to_numpy(float)
+                            if not group.empty
+                            else []
+                        )
+                    ]
+                    for (split, subset), group in gains.groupby(["split", "subset"], sort=False)
+                ],
+            ),
+            "",
+        ]
+    if not improvement.empty:
+        parts += [f"## Probability of improvement of {names.get(reference, reference)}", ""]
+        parts += [
+            _markdown_table(
+                ["Split", "Subset", "Baseline", "P(improvement) [95 % CI]", "tasks"],
+                [
+                    [
+                        SPLIT_NAMES[r["split"]],
+                        r["subset"],
+                        names.get(r["baseline"], r["baseline"]),
+                        _ci(r["probability"], r["ci_low"], r["ci_high"]),
+                        r["n_tasks"],
+                    ]
+                    for _, r in improvement.iterrows()
+                ],
+            ),
+            "",
+        ]
+    parts += ["## Per-environment AER (mean over seeds [95 % CI])", ""]
+    for split in [s for s in (*SPLITS, *sorted(set(per_env["split"]) - set(SPLITS))) if s in set(per_env["split"])]:
+        sel = per_env[per_env["split"] == split]
+        parts += [f"### {SPLIT_NAMES.get(split, split)}", ""]
+        rows = []
+        for _, group in sel.groupby("env", sort=False):
+            by_method = {r["method"]: r for _, r in group.iterrows()}
+            rows.append(
+                [group["env_name"].iloc[0], group["env_class"].iloc[0]]
+                + [
+                    "-"
+                    if m not in by_method
+                    else _ci(by_method[m]["mean"], by_method[m]["ci_low"], by_method[m]["ci_high"], 1)
+                    for m in methods
+                ]
+            )
+        parts += [_markdown_table(["Env", "Class", *[names[m] for m in methods]], rows), ""]
+    if figures:
+        parts += ["## Figures", ""]
+        parts += [f"![{p.stem}]({p.name})" for p in figures]
+        parts.append("")
+    path.write_text("\n".join(parts), encoding="utf-8")
+
+
+def make_report(
+    results: str | os.PathLike | Sequence[Mapping[str, Any]],
+    out: str | os.PathLike,
+    reps: int = 50_000,
+    seed: int = 0,
+    bounds: Mapping[str, tuple[float, float]] | None = None,
+    reference: str = "dmash",
+    plots: bool = True,
+    per_env_reps: int | None = None,
+    improvement_reps: int | None = None,
+) -> ReportResult:
+    """Build the report of a results table into ``out``.
+
+    Writes ``scores.csv`` (per-run scores, raw and normalised), ``per_env.csv``, ``aggregate.csv``, ``gains.csv``,
+    ``improvement.csv``, ``per_context_eval_out.csv``, the PNG figures and ``report.md``.
+
+    :param results: a bench folder, ``results.csv``/``results.jsonl``, or a list of row dicts.
+    :param out: the report folder.
+    :param reps: bootstrap replicates of the aggregate CIs (rliable's default 50,000).
+    :param seed: bootstrap seed (every cell uses a fresh generator from it: results do not depend on the order).
+    :param bounds: normalisation bounds per env (key: env, env id or display name).
+    :param reference: the method whose gains and probabilities of improvement are reported.
+    :param plots: write the PNG figures.
+    :param per_env_reps: replicates of the per-env CIs (default ``min(reps, 10000)``).
+    :param improvement_reps: replicates of the P(improvement) CIs (default ``min(reps, 2000)``).
+    """
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    frame = load_frame(results)
+    scores = final_scores(frame)
+    env_bounds, warnings = normalisation_bounds(frame, bounds)
+    scores = normalise(scores, env_bounds)
+    finals = scores.groupby("env")["final_step"].nunique()
+    for env in finals[finals > 1].index:
+        steps = sorted(int(v) for v in scores.loc[scores["env"] == env, "final_step"].unique())
+        warnings.append(f"{env}: runs end at different evaluation steps {steps}; unfinished or mixed-budget runs are compared")
+    per_env = per_env_table(scores, reps=per_env_reps or min(reps, 10_000), seed=seed)
+    aggregate = aggregate_table(scores, reps=reps, seed=seed)
+    gains = gain_table(aggregate, reference)
+    improvement = improvement_table(scores, reference, reps=improvement_reps or min(reps, 2_000), seed=seed)
+    per_context = per_context_table(scores)
+    tables = {
+        "scores": scores,
+        "per_env": per_env,
+        "aggregate": aggregate,
+        "gains": gains,
+        "improvement": improvement,
+        "per_context_eval_out": per_context,
+    }
+    for name, table in tables.items():
+        table.to_csv(out / f"{name}.csv", index=False)
+    figures: list[Path] = []
+    if plots:
+        figures.append(plot_iqm_bars(aggregate, out))
+        figures.extend(plot_learning_curves(frame, out))
+    markdown = out / "report.md"
+    write_markdown(
+        markdown,
+        results,
+        frame,
+        scores,
+        per_env,
+        aggregate,
+        gains,
+        improvement,
+        env_bounds,
+        warnings,
+        figures,
+        reps,
+        reference,
+    )
+    return ReportResult(out, markdown, tables, figures, warnings)

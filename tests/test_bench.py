@@ -1,0 +1,219 @@
+"""``sb3-dmash bench`` / ``sb3_dmash.bench.run_grid``: the table, kill-and-resume, crash reports, the Ray backend.
+
+The grid is 2 envs x 2 methods x 2 seeds (AIB-DI-v0 and AIB-ODE-v0; dmash and dr) at a tiny budget: 4 random and 8
+learning vector steps, tiny networks, one scored episode per context, ``final2`` evaluations (steps 4 and 8).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from sb3_dmash import bench, cli
+
+ROOT = Path(__file__).resolve().parents[1]
+ENVS = ["AIB-DI-v0", "AIB-ODE-v0"]
+METHODS = ["dmash", "dr"]
+SEEDS = [0, 1]
+GRID = dict(
+    budget=8,
+    learning_starts=4,
+    eval_every=4,
+    eval_schedule="final2",
+    eval_episodes=1,
+    policy_kwargs={"net_arch": [16], "hypernet_arch": [8], "encoder_dim": 8},
+    hyperparams={"batch_size": 40},
+)
+CLI_ARGS = [
+    "bench",
+    "--envs", *ENVS,
+    "--methods", *METHODS,
+    "--seeds", "0-1",
+    "--budget", "8",
+    "--learning-starts", "4",
+    "--eval-every", "4",
+    "--eval-schedule", "final2",
+    "--eval-episodes", "1",
+    "--net-arch", "16",
+    "--hypernet-arch", "8",
+    "--encoder-dim", "8",
+    "--batch-size", "40",
+    "--no-progress",
+]  # fmt: skip
+VOLATILE = {"commit", "sb3_dmash_version"}  # metadata that may differ between two checkouts, not results
+
+
+def result_rows(rows):
+    return [{k: v for k, v in row.items() if k not in VOLATILE} for row in rows]
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory):
+    """The uninterrupted grid, in this process."""
+    out = tmp_path_factory.mktemp("bench_reference")
+    summary = bench.run_grid(ENVS, METHODS, SEEDS, out, progress=False, **GRID)
+    return out, summary
+
+
+def run_cli(args, **kwargs):
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
+    return subprocess.Popen(
+        [sys.executable, "-m", "sb3_dmash.cli", *args],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+        **kwargs,
+    )
+
+
+def test_table_schema_and_contents(reference):
+    out, summary = reference
+    assert summary.ok and summary.total == 8 and len(summary.finished) == 8 and not summary.skipped
+    rows = bench.load_results(out / "results.csv")
+    assert rows == json.loads(json.dumps(bench.load_results(out / "results.jsonl")))
+    assert rows == json.loads(json.dumps(summary.rows))
+    assert len(rows) == 8 * 2 * 3  # runs x evaluations (final2) x splits
+    assert list(rows[0]) == list(bench.TABLE_COLUMNS)
+    keys = {(r["env"], r["method"], r["seed"], r["split"], r["step"]) for r in rows}
+    assert len(keys) == len(rows)
+    assert {r["step"] for r in rows} == {4, 8}
+    for row in rows:
+        assert len(row["per_context"]) == 20
+        assert row["aer"] == pytest.approx(sum(row["per_context"]) / 20)
+        assert row["budget"] == 8 and row["learning_starts"] == 4 and row["n_envs"] == 20 and row["n_episodes"] == 1
+        assert row["env_class"] == "non-overlap"
+        assert row["timesteps"] == 20 * row["vector_step"] and row["vector_step"] == row["step"] + 4
+    assert {r["method_name"] for r in rows} == {"DMA*-SH", "DR"}
+    assert any(r["aer"] > 0 for r in rows if r["env"] == "AIB-ODE-v0")
+    grid = json.loads((out / "grid.json").read_text())
+    assert len(grid["runs"]) == 8 and grid["meta"]["budget_unit"] == "vector steps"
+    assert {"commit", "versions", "command"} <= set(grid["meta"])
+    assert grid["meta"]["versions"]["torch"]
+    run_file = json.loads((out / "runs" / f"{rows[0]['run_id']}.json").read_text())
+    assert run_file["status"] == "ok" and run_file["meta"]["commit"] == rows[0]["commit"]
+
+
+def test_finished_runs_are_not_redone(reference):
+    out, summary = reference
+    files = sorted((out / "runs").glob("*.json"))
+    stamps = {p: p.stat().st_mtime_ns for p in files}
+    again = bench.run_grid(ENVS, METHODS, SEEDS, out, progress=False, **GRID)
+    assert len(again.skipped) == 8 and not again.finished and again.ok
+    assert {p: p.stat().st_mtime_ns for p in files} == stamps
+    assert result_rows(again.rows) == result_rows(summary.rows)
+
+
+def test_kill_and_resume_gives_the_uninterrupted_table(reference, tmp_path):
+    _, summary = reference
+    out = tmp_path / "bench"
+    proc = run_cli([*CLI_ARGS, "--out", str(out)])
+    runs = out / "runs"
+    deadline = time.time() + 240
+    first = None
+    while time.time() < deadline and proc.poll() is None:
+        done = [p for p in runs.glob("*.json") if not p.name.endswith(".error.json")] if runs.exists() else []
+        if done:
+            first = done[0]
+            break
+        time.sleep(0.05)
+    assert first is not None, f"no run finished before the deadline:\n{proc.communicate()[0]}"
+    os.killpg(proc.pid, signal.SIGKILL)  # the process group this test started
+    proc.wait(timeout=30)
+    assert proc.returncode == -signal.SIGKILL
+    finished = [p for p in runs.glob("*.json") if not p.name.endswith(".error.json")]
+    assert 1 <= len(finished) < 8, "the kill came after the grid finished"
+    kept = {p.name: (p.read_bytes(), p.stat().st_mtime_ns) for p in finished}
+    # every finished run file is complete JSON (atomic writes), the rest are absent
+    assert all(json.loads(content)["status"] == "ok" for content, _ in kept.values())
+
+    # restart: two worker processes this time (the local pool)
+    restart = run_cli([*CLI_ARGS, "--out", str(out), "--workers", "2"])
+    output, _ = restart.communicate(timeout=400)
+    assert restart.returncode == 0, output
+    assert f"{len(kept)} already finished, {8 - len(kept)} finished now, 0 failed" in output
+    for name, (content, stamp) in kept.items():  # never redone
+        assert (runs / name).read_bytes() == content and (runs / name).stat().st_mtime_ns == stamp
+    resumed = bench.load_results(out)
+    assert result_rows(resumed) == result_rows(json.loads(json.dumps(summary.rows)))
+
+
+def test_a_crashing_run_is_reported(tmp_path, capsys):
+    # batch_size 10 < n_envs 20 makes DMASHSAC (dr) raise at construction; SB3's SAC accepts it
+    out = tmp_path / "crash"
+    args = ["bench", "--envs", "AIB-DI-v0", "--methods", "dr", "sac", "--seeds", "0", "--budget", "4"]
+    args += ["--learning-starts", "4", "--eval-every", "4", "--eval-episodes", "1", "--net-arch", "8"]
+    args += ["--batch-size", "10", "--no-progress", "--splits", "eval_out", "--out", str(out)]
+    assert cli.main(args) == 1
+    printed = capsys.readouterr().out
+    assert "1 finished now, 1 failed" in printed
+    assert "FAILED AIB-DI-v0__dr__seed0" in printed and "batch_size=10 must be >= n_envs=20" in printed
+    assert "Traceback (most recent call last)" in printed
+    errors = list((out / "runs").glob("*.error.json"))
+    assert len(errors) == 1
+    payload = json.loads(errors[0].read_text())
+    assert payload["status"] == "error" and "ValueError" in payload["traceback"]
+    rows = bench.load_results(out)
+    assert {r["method"] for r in rows} == {"sac"} and {r["split"] for r in rows} == {"eval_out"}
+    # the next invocation retries the crashed run (and still reports it); the finished one is skipped
+    assert cli.main(args) == 1
+    assert "1 already finished, 0 finished now, 1 failed" in capsys.readouterr().out
+
+
+def test_grid_validation(tmp_path):
+    with pytest.raises(ValueError, match="method='dmsh' is unknown"):
+        bench.run_grid(["AIB-DI-v0"], ["dmsh"], [0], tmp_path, progress=False)
+    with pytest.raises(ValueError, match="not an AIB environment"):
+        bench.run_grid(["AIB-Nope-v0"], ["dr"], [0], tmp_path, progress=False)
+    with pytest.raises(ValueError, match="backend"):
+        bench.run_grid(["AIB-DI-v0"], ["dr"], [0], tmp_path, backend="slurm", progress=False)
+    with pytest.raises(ValueError, match="twice"):
+        bench.run_grid(["AIB-DI-v0"], ["dr"], [0, 0], tmp_path, progress=False)
+
+
+def test_specs_ids_and_env_kwargs():
+    (spec,) = bench.make_grid(["AIB-ODE-v0:k=5"], ["dmash"], [3], budget=None)
+    assert spec.env_kwargs == {"k": 5} and spec.budget == 100_000  # the paper's budget
+    assert spec.env == "AIB-ODE-v0:k=5" and bench.env_display_name(spec.env_id, spec.env_kwargs) == "ODE-k5"
+    assert spec.run_id.startswith("AIB-ODE-v0_k-5__dmash__seed3__")
+    assert bench.RunSpec.from_dict(spec.to_dict()) == spec
+    (other,) = bench.make_grid(["AIB-ODE-v0:k=5"], ["dmash"], [3], budget=50)
+    assert other.run_id != spec.run_id  # any setting changes the id: no stale reuse
+    assert cli._seeds(["0-2", "5,7"]) == [0, 1, 2, 5, 7]
+
+
+def test_atomic_write_leaves_old_content_on_failure(tmp_path, monkeypatch):
+    path = tmp_path / "a.json"
+    bench.atomic_write_text(path, "old")
+
+    def boom(*args):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(os, "replace", boom)
+    with pytest.raises(OSError):
+        bench.atomic_write_text(path, "new")
+    assert path.read_text() == "old" and [p.name for p in tmp_path.iterdir()] == ["a.json"]
+
+
+def test_ray_backend_gives_the_same_table(reference, tmp_path):
+    ray = pytest.importorskip("ray", reason="ray is not installed (pip install 'sb3-dmash[ray]')")
+    _, summary = reference
+    out = tmp_path / "ray"
+    # one run on a one-CPU local Ray (starting Ray dominates the cost); the same seed gives the same rows
+    result = bench.run_grid(["AIB-ODE-v0"], ["dr"], [1], out, progress=False, backend="ray", workers=1, **GRID)
+    assert not ray.is_initialized(), "a local Ray started by run_grid is shut down"
+    assert result.ok and len(result.finished) == 1
+    expected = [r for r in summary.rows if r["env"] == "AIB-ODE-v0" and r["method"] == "dr" and r["seed"] == 1]
+    assert len(expected) == 6 and any(r["aer"] > 0 for r in expected)
+    assert result_rows(result.rows) == result_rows(expected)
+    pids = {json.loads(p.read_text())["pid"] for p in (out / "runs").glob("*.json")}
+    assert os.getpid() not in pids  # the runs ran in Ray workers

@@ -1,0 +1,160 @@
+"""Embedding diagnostics (``dmash.md`` §16): Kraskov k-NN mutual information against known values, variability,
+representation overlap, the cosine matrix and its plot, and ``diagnose`` from Python and the CLI.
+"""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch as th
+from scipy import integrate
+from scipy.stats import norm
+
+import aib
+from sb3_dmash import DMASHSAC, cli
+from sb3_dmash.diagnostics import (
+    context_means,
+    cosine_matrix,
+    diagnose,
+    kraskov_mi,
+    kraskov_mi_discrete,
+    plot_cosine_matrix,
+    representation_overlap,
+    variability,
+    within_context_variability,
+)
+
+
+def correlated_gaussians(rho: float, d: int, n: int, seed: int = 0):
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((n, d))
+    y = rho * x + np.sqrt(1 - rho**2) * rng.standard_normal((n, d))
+    return x, y, -0.5 * d * np.log(1 - rho**2)  # the exact MI of d independent pairs
+
+
+@pytest.mark.parametrize("metric", ["euclidean", "chebyshev"])
+@pytest.mark.parametrize("rho", [0.0, 0.6, 0.9])
+def test_kraskov_mi_of_correlated_gaussians(rho, metric):
+    x, y, exact = correlated_gaussians(rho, 1, 3000, seed=1)
+    # L2 is biased low at finite N (see the docstring), hence the wider tolerance
+    assert kraskov_mi(x, y, k=3, metric=metric) == pytest.approx(exact, abs=0.05 if metric == "chebyshev" else 0.07)
+
+
+def test_kraskov_mi_vector_case_and_invariance():
+    x, y, exact = correlated_gaussians(0.7, 2, 3000, seed=2)
+    estimate = kraskov_mi(x, y)
+    assert estimate == pytest.approx(exact, abs=0.1)
+    # MI is invariant to rescaling each variable (the estimator standardises columns)
+    assert kraskov_mi(100 * x, 0.01 * y) == pytest.approx(estimate, abs=1e-6)
+    with pytest.raises(ValueError, match="k="):
+        kraskov_mi(x[:3], y[:3], k=3)
+    with pytest.raises(ValueError, match="metric"):
+        kraskov_mi(x, y, metric="cosine")
+
+
+def test_kraskov_mi_discrete_known_values():
+    rng = np.random.default_rng(0)
+    n = 3000
+    labels = rng.integers(0, 4, n)
+    separated = labels[:, None] * 50.0 + rng.standard_normal((n, 2))
+    assert kraskov_mi_discrete(separated, labels) == pytest.approx(np.log(4), abs=0.01)
+    assert kraskov_mi_discrete(rng.standard_normal((n, 2)), labels) == pytest.approx(0.0, abs=0.02)
+    # a two-Gaussian mixture: I(X; C) = H(X) - H(X | C), computed by quadrature
+    mu = 1.0
+    rng = np.random.default_rng(1)  # sd of the estimate over seeds: about 0.009 nats (measured)
+    labels = rng.integers(0, 2, n)
+    x = np.where(labels == 1, mu, -mu) + rng.standard_normal(n)
+
+    def density(t):
+        return 0.5 * norm.pdf(t, mu) + 0.5 * norm.pdf(t, -mu)
+
+    h_x = integrate.quad(lambda t: -density(t) * np.log(density(t)), -15, 15)[0]
+    exact = h_x - 0.5 * np.log(2 * np.pi * np.e)
+    assert kraskov_mi_discrete(x, labels) == pytest.approx(exact, abs=0.035)
+    # vector-valued labels (one context vector per sample) are grouped by their rows
+    contexts = np.stack([labels, 1 - labels], axis=1).astype(float)
+    assert kraskov_mi_discrete(x, contexts) == pytest.approx(kraskov_mi_discrete(x, labels))
+
+
+def test_variability_overlap_and_cosines():
+    rng = np.random.default_rng(0)
+    z = rng.multivariate_normal([0, 0, 0], np.diag([1.0, 4.0, 0.25]), size=20000)
+    assert variability(z) == pytest.approx((1 + 4 + 0.25) / 3, rel=0.03)
+    labels = np.repeat([0, 1], 10000)
+    shifted = z + np.where(labels[:, None] == 1, 10.0, 0.0)
+    assert within_context_variability(shifted, labels) == pytest.approx(variability(z), rel=0.03)
+    assert variability(shifted) > 20  # between-context spread counts in the overall variability
+    means = np.array([[1.0, 0.0], [0.0, 1.0], [1.0, 1.0], [-1.0, 0.0]])
+    matrix = cosine_matrix(means)
+    s = 1 / np.sqrt(2)
+    expected = np.array([[1, 0, s, -1], [0, 1, s, 0], [s, s, 1, -s], [-1, 0, -s, 1]])
+    np.testing.assert_allclose(matrix, expected, atol=1e-12)
+    assert representation_overlap(means) == pytest.approx((0 + s - 1 + s + 0 - s) / 6)
+    data = np.array([[1.0, 0.0], [3.0, 0.0], [0.0, 2.0]])
+    means, unique = context_means(data, np.array([5, 5, 2]))
+    np.testing.assert_allclose(means, [[0.0, 2.0], [2.0, 0.0]])
+    assert unique.tolist() == [2, 5]
+
+
+def test_plot_cosine_matrix(tmp_path):
+    path = plot_cosine_matrix(np.eye(3), ["a", "b", "c"], tmp_path / "sub" / "cos.png", title="t")
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.fixture(scope="module")
+def tiny_model():
+    th.set_num_threads(1)
+    env = aib.make_vec_env("AIB-DI-v0", "train", n_envs=20, seed=0)
+    model = DMASHSAC(
+        "MlpPolicy",
+        env,
+        learning_starts=20 * 4,
+        batch_size=40,
+        seed=0,
+        policy_kwargs=dict(net_arch=[16], hypernet_arch=[8], encoder_dim=8),
+        device="cpu",
+    )
+    model.learn(20 * 10)
+    return model
+
+
+def test_diagnose_handcrafted_train(tiny_model, tmp_path):
+    result = diagnose(tiny_model, "AIB-DI-v0", "handcrafted_train", n_episodes=1, steps_per_episode=30, out=tmp_path)
+    assert result.n_samples == 6 * 30
+    assert result.context_keys == ["mass", "action_factor"]
+    assert result.labels == ["m=0.8, a=+1", "m=1, a=+1", "m=1.3, a=+1", "m=0.8, a=-1", "m=1, a=-1", "m=1.3, a=-1"]
+    assert result.cosine_matrix.shape == (6, 6)
+    np.testing.assert_allclose(np.diag(result.cosine_matrix), 1.0, atol=1e-6)
+    np.testing.assert_allclose(result.cosine_matrix, result.cosine_matrix.T)
+    # SimNorm embeddings are nonnegative: cosines in [0, 1]
+    assert (result.cosine_matrix >= -1e-9).all()
+    assert -0.1 < result.mutual_information <= np.log(6) + 0.05
+    assert set(result.mutual_information_per_key) == {"mass", "action_factor"}
+    assert result.variability >= result.within_context_variability >= 0
+    upper = result.cosine_matrix[np.triu_indices(6, k=1)]
+    assert result.representation_overlap == pytest.approx(upper.mean())
+    saved = json.loads((tmp_path / "diagnostics.json").read_text())
+    assert saved["representation_overlap"] == pytest.approx(result.representation_overlap)
+    assert (tmp_path / "cosine.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_diagnose_cli(tiny_model, tmp_path, capsys):
+    path = tmp_path / "model.zip"
+    tiny_model.save(path)
+    code = cli.main(
+        ["diagnose", str(path), "--env", "AIB-DI-v0", "--split", "eval_in", "--episodes", "1", "--steps", "5",
+         "--out", str(tmp_path / "diag")]
+    )  # fmt: skip
+    assert code == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["split"] == "eval_in" and summary["n_samples"] == 20 * 5 and len(summary["labels"]) == 20
+    assert (tmp_path / "diag" / "cosine.png").exists()
+
+
+def test_diagnose_needs_an_inferred_context():
+    env = aib.make_vec_env("AIB-DI-v0", "train", n_envs=20, seed=0)
+    model = DMASHSAC("MlpPolicy", env, method="dr", batch_size=40, policy_kwargs={"net_arch": [8]}, device="cpu")
+    with pytest.raises(ValueError, match="infers no context"):
+        diagnose(model, "AIB-DI-v0", "train", n_episodes=1, steps_per_episode=2)

@@ -1,0 +1,265 @@
+"""``sb3-dmash report`` on a synthetic results table: per-run scores, normalisation, IQM and its stratified-bootstrap
+CIs (checked against scipy's ``trim_mean``, a hand computation, a separately written bootstrap, and rliable when it
+is installed), the paper's gain rule, the probability of improvement, and the files of the report.
+"""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from scipy.stats import trim_mean
+
+from sb3_dmash import bench, cli, stats
+from sb3_dmash.report import final_scores, load_frame, make_report, normalisation_bounds
+
+ENVS = {  # env id -> (class, bounds hi or None, mean return per method)
+    "AIB-DI-v0": ("non-overlap", 100.0, {"dmash": 70, "dr": 35, "concat": 60}),
+    "AIB-DIFriction-v0": ("overlap", 100.0, {"dmash": 72, "dr": 70, "concat": 66}),
+    "AIB-ODE-v0": ("non-overlap", 200.0, {"dmash": 150, "dr": 90, "concat": 120}),
+    "AIB-WalkerGym-v0": ("overlap", None, {"dmash": 3000, "dr": 2800, "concat": 2900}),
+}
+METHODS = ("dmash", "dr", "concat")
+SEEDS = range(6)
+SPLITS = ("train", "eval_in", "eval_out")
+STEPS = (0, 5000, 10000)
+
+
+def synthetic_rows() -> list[dict]:
+    rng = np.random.default_rng(42)
+    rows = []
+    for env, (_, _, means) in ENVS.items():
+        for method in METHODS:
+            for seed in SEEDS:
+                for s, split in enumerate(SPLITS):
+                    for step in STEPS:
+                        base = means[method] * (1.0 - 0.15 * s) * (0.6 + 0.2 * STEPS.index(step))
+                        per_context = base + rng.normal(0, 0.05 * means[method], size=20)
+                        aer = float(per_context.mean())
+                        if step == 0:
+                            aer = 10.0 * means[method]  # a huge early value must not count (only the last two do)
+                        rows.append(
+                            dict(
+                                env=env,
+                                env_id=env,
+                                method=method,
+                                seed=seed,
+                                split=split,
+                                step=step,
+                                aer=aer,
+                                per_context=[float(v) for v in per_context],
+                                n_episodes=10,
+                                budget=10000,
+                            )
+                        )
+    return rows
+
+
+@pytest.fixture(scope="module")
+def rows():
+    return synthetic_rows()
+
+
+@pytest.fixture(scope="module")
+def report(rows, tmp_path_factory):
+    out = tmp_path_factory.mktemp("report")
+    return make_report(rows, out, reps=2000, seed=0)
+
+
+def by_hand_scores(rows, split: str, method: str, envs) -> np.ndarray:
+    """(n_seeds, n_envs) normalised best-of-last-two scores, computed directly from the rows."""
+    hi_fallback = {env: max(r["aer"] for r in rows if r["env"] == env) for env in ENVS}
+    matrix = np.zeros((len(SEEDS), len(envs)))
+    for j, env in enumerate(envs):
+        hi = ENVS[env][1] or hi_fallback[env]
+        for i, seed in enumerate(SEEDS):
+            last_two = [
+                r["aer"]
+                for r in rows
+                if r["env"] == env
+                and r["method"] == method
+                and r["seed"] == seed
+                and r["split"] == split
+                and r["step"] >= 5000
+            ]
+            assert len(last_two) == 2
+            matrix[i, j] = max(last_two) / hi
+    return matrix
+
+
+def hand_iqm(values: np.ndarray) -> float:
+    x = np.sort(values.reshape(-1))
+    cut = len(x) // 4
+    return float(x[cut : len(x) - cut].mean())
+
+
+def loop_bootstrap_iqm(matrix: np.ndarray, reps: int, seed: int) -> tuple[float, float]:
+    """A separately written stratified bootstrap: Python loops, its own random stream."""
+    rng = np.random.RandomState(seed)
+    n_runs, n_tasks = matrix.shape
+    values = []
+    for _ in range(reps):
+        sample = np.empty_like(matrix)
+        for j in range(n_tasks):
+            sample[:, j] = matrix[rng.randint(0, n_runs, n_runs), j]
+        values.append(hand_iqm(sample))
+    return float(np.percentile(values, 2.5)), float(np.percentile(values, 97.5))
+
+
+def test_best_of_last_two_and_normalisation(rows):
+    frame = load_frame(rows)
+    scores = final_scores(frame)
+    assert len(scores) == len(ENVS) * len(METHODS) * len(SEEDS) * len(SPLITS)
+    assert set(scores["final_step"]) == {10000} and set(scores["step"]) <= {5000, 10000}
+    bounds, warnings = normalisation_bounds(frame)
+    assert bounds["AIB-DI-v0"] == (0.0, 100.0) and bounds["AIB-ODE-v0"] == (0.0, 200.0)
+    walker_max = max(r["aer"] for r in rows if r["env"] == "AIB-WalkerGym-v0")
+    assert bounds["AIB-WalkerGym-v0"] == (0.0, walker_max)
+    assert len(warnings) == 1 and "WalkerGym" in warnings[0] and f"{walker_max:.6g}" in warnings[0]
+    user, warnings = normalisation_bounds(frame, {"AIB-WalkerGym-v0": (0.0, 5000.0)})
+    assert user["AIB-WalkerGym-v0"] == (0.0, 5000.0) and not warnings
+
+
+def test_aggregate_iqm_and_cis_against_independent_computations(rows, report):
+    aggregate = report.tables["aggregate"]
+    envs = sorted(ENVS)
+    for split in SPLITS:
+        for method in METHODS:
+            matrix = by_hand_scores(rows, split, method, envs)
+            row = aggregate[(aggregate["split"] == split) & (aggregate["subset"] == "All") & (aggregate["method"] == method)]
+            assert len(row) == 1
+            row = row.iloc[0]
+            assert row["n_tasks"] == 4 and row["n_runs"] == 24
+            assert row["iqm"] == pytest.approx(trim_mean(matrix, 0.25, axis=None), abs=1e-12)
+            assert row["iqm"] == pytest.approx(hand_iqm(matrix), abs=1e-12)
+            assert row["mean"] == pytest.approx(matrix.mean(), abs=1e-12)
+            assert row["iqm_low"] <= row["iqm"] <= row["iqm_high"]
+    # the CI of one cell against a loop bootstrap with its own random stream (Monte-Carlo tolerance)
+    matrix = by_hand_scores(rows, "eval_out", "dmash", envs)
+    lower, upper = loop_bootstrap_iqm(matrix, reps=3000, seed=7)
+    row = aggregate[(aggregate["split"] == "eval_out") & (aggregate["subset"] == "All") & (aggregate["method"] == "dmash")]
+    assert row["iqm_low"].iloc[0] == pytest.approx(lower, abs=0.01)
+    assert row["iqm_high"].iloc[0] == pytest.approx(upper, abs=0.01)
+    # subsets: only the overlap envs, and the aggregated split pools (env, split) tasks
+    overlap = aggregate[(aggregate["split"] == "train") & (aggregate["subset"] == "Overlap") & (aggregate["method"] == "dr")]
+    over_envs = sorted(e for e, (c, _, _) in ENVS.items() if c == "overlap")
+    assert overlap["iqm"].iloc[0] == pytest.approx(trim_mean(by_hand_scores(rows, "train", "dr", over_envs), 0.25, axis=None))
+    pooled = np.hstack([by_hand_scores(rows, split, "concat", envs) for split in SPLITS])
+    agg = aggregate[(aggregate["split"] == "aggregated") & (aggregate["subset"] == "All") & (aggregate["method"] == "concat")]
+    assert agg["n_tasks"].iloc[0] == 12 and agg["iqm"].iloc[0] == pytest.approx(trim_mean(pooled, 0.25, axis=None))
+
+
+def test_cross_check_with_rliable(rows):
+    rly = pytest.importorskip("rliable.library", reason="rliable is not installed (pip install 'sb3-dmash[analysis]')")
+    metrics = pytest.importorskip("rliable.metrics")
+    matrices = {m: by_hand_scores(rows, "eval_out", m, sorted(ENVS)) for m in METHODS}
+    points, intervals = rly.get_interval_estimates(
+        matrices,
+        lambda x: np.array([metrics.aggregate_iqm(x), metrics.aggregate_mean(x)]),
+        reps=2000,
+        random_state=np.random.RandomState(0),
+    )
+    for method, matrix in matrices.items():
+        ours = stats.stratified_bootstrap(matrix, ("iqm", "mean"), reps=4000, rng=1)
+        assert ours["iqm"][0] == pytest.approx(points[method][0], abs=1e-12)
+        assert ours["mean"][0] == pytest.approx(points[method][1], abs=1e-12)
+        assert ours["iqm"][1] == pytest.approx(intervals[method][0, 0], abs=0.01)
+        assert ours["iqm"][2] == pytest.approx(intervals[method][1, 0], abs=0.01)
+        assert ours["mean"][1] == pytest.approx(intervals[method][0, 1], abs=0.01)
+        assert ours["mean"][2] == pytest.approx(intervals[method][1, 1], abs=0.01)
+    x, y = matrices["dmash"], matrices["concat"]
+    assert stats.probability_of_improvement(x, y) == pytest.approx(float(metrics.probability_of_improvement(x, y)))
+    _, poi_ci = rly.get_interval_estimates(
+        {"xy": [x, y]}, metrics.probability_of_improvement, reps=1000, random_state=np.random.RandomState(0)
+    )
+    ours = stats.probability_of_improvement_interval(x, y, reps=2000, rng=0)
+    assert ours[1] == pytest.approx(poi_ci["xy"][0, 0], abs=0.03) and ours[2] == pytest.approx(poi_ci["xy"][1, 0], abs=0.03)
+
+
+def test_bootstrap_exact_cases():
+    constant = np.full((5, 3), 0.7)
+    point, lower, upper = stats.stratified_bootstrap(constant, reps=500)["iqm"]
+    assert point == lower == upper == pytest.approx(0.7)
+    # one task, runs {0, 1}: the resampled mean is 0, 1/2 or 1 -> the 95 % interval is [0, 1]
+    _, lower, upper = stats.stratified_bootstrap([np.array([0.0, 1.0])], ("mean",), reps=4000)["mean"]
+    assert (lower, upper) == (0.0, 1.0)
+    # strata: resampling within tasks never mixes tasks, so per-task constants give a degenerate interval
+    _, lower, upper = stats.stratified_bootstrap(np.array([[0.1, 0.9]] * 4), ("mean",), reps=500)["mean"]
+    assert lower == upper == pytest.approx(0.5)
+    # ragged tasks (different seed counts) work
+    assert stats.iqm([np.array([1.0, 2.0, 3.0]), np.array([4.0])]) == pytest.approx(trim_mean([1, 2, 3, 4], 0.25))
+    with pytest.raises(ValueError):
+        stats.stratified_bootstrap(np.zeros(3), reps=10)
+
+
+def test_probability_of_improvement_by_hand():
+    x = np.array([[1.0, 0.0], [3.0, 1.0]])
+    y = np.array([[2.0, 1.0], [2.0, 1.0], [0.0, 1.0]])
+    # task 0: pairs (1>2,1>2,1>0 | 3>all) -> (1 + 3) / 6; task 1: x {0, 1} vs y {1, 1, 1} -> (0 + 3 * 0.5) / 6
+    assert stats.probability_of_improvement(x, y) == pytest.approx(((4 / 6) + (1.5 / 6)) / 2)
+
+
+def test_gain_rule():
+    # the paper's headline: 0.68 / 0.43 -> 58.1 %, 0.68 / 0.61 -> 11.5 % (on two-decimal IQMs)
+    assert stats.relative_gain(0.6849, 0.4349) == pytest.approx(58.14, abs=0.01)
+    assert stats.relative_gain(0.68, 0.61) == pytest.approx(11.48, abs=0.01)
+    assert np.isnan(stats.relative_gain(0.5, 0.001))
+
+
+def test_gain_table_uses_two_decimal_iqms(report):
+    gains, aggregate = report.tables["gains"], report.tables["aggregate"]
+    assert set(gains["baseline"]) == {"dr", "concat"} and set(gains["reference"]) == {"dmash"}
+    for _, row in gains.iterrows():
+        cell = aggregate[(aggregate["split"] == row["split"]) & (aggregate["subset"] == row["subset"])]
+        ref = round(float(cell.loc[cell["method"] == "dmash", "iqm"].iloc[0]), 2)
+        base = round(float(cell.loc[cell["method"] == row["baseline"], "iqm"].iloc[0]), 2)
+        assert row["gain_percent"] == pytest.approx((ref / base - 1) * 100)
+    improvement = report.tables["improvement"]
+    assert set(improvement["baseline"]) == {"dr", "concat"}
+    assert (
+        (improvement["ci_low"] <= improvement["probability"]) & (improvement["probability"] <= improvement["ci_high"])
+    ).all()
+
+
+def test_per_env_table(rows, report):
+    per_env = report.tables["per_env"]
+    row = per_env[(per_env["env"] == "AIB-ODE-v0") & (per_env["method"] == "dr") & (per_env["split"] == "eval_in")].iloc[0]
+    values = by_hand_scores(rows, "eval_in", "dr", ["AIB-ODE-v0"])[:, 0] * 200
+    assert row["n_seeds"] == 6 and row["mean"] == pytest.approx(values.mean())
+    assert row["ci_low"] < row["mean"] < row["ci_high"]
+
+
+def test_report_files(report):
+    out = report.out
+    for name in ("report.md", "aggregate.csv", "per_env.csv", "gains.csv", "improvement.csv", "scores.csv", "iqm.png"):
+        assert (out / name).exists(), name
+    assert len(report.figures) == 1 + len(ENVS)
+    for figure in report.figures:
+        assert figure.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    text = report.markdown.read_text()
+    for heading in ("Aggregate normalised IQM", "Relative gain of DMA*-SH", "Probability of improvement", "Eval-out"):
+        assert heading in text
+    assert "no known return bounds" in text and "![iqm](iqm.png)" in text
+    per_context = report.tables["per_context_eval_out"]
+    assert len(per_context) == len(ENVS) * len(METHODS) * 20
+
+
+def test_cli_report_from_a_bench_csv(rows, tmp_path, capsys):
+    columns = [c for c in bench.TABLE_COLUMNS]
+    full = [{c: r.get(c) for c in columns} for r in rows]
+    for r in full:
+        r["env_name"] = bench.env_display_name(r["env_id"])
+        r["method_name"] = bench.method_display_name(r["method"])
+        r["env_class"] = ENVS[r["env_id"]][0]
+    bench.write_tables(tmp_path, full)
+    assert json.loads(json.dumps(bench.load_results(tmp_path / "results.csv"))) == json.loads(json.dumps(full))
+    code = cli.main(
+        ["report", str(tmp_path / "results.csv"), "--out", str(tmp_path / "rep"), "--reps", "300", "--no-plots",
+         "--bounds", "AIB-WalkerGym-v0=0,4000"]
+    )  # fmt: skip
+    assert code == 0
+    assert "report written" in capsys.readouterr().out
+    assert "no known return bounds" not in (tmp_path / "rep" / "report.md").read_text()
+    with pytest.raises(SystemExit):
+        cli.main(["report", str(tmp_path / "results.csv"), "--bounds", "AIB-WalkerGym-v0=9,1"])
