@@ -8,6 +8,7 @@ import numpy as np
 from gymnasium import spaces
 
 from aib.core import AIBEnv
+from aib.toy import RENDER_SIZE, draw_disc, to_pixel
 
 DT = 0.1
 
@@ -39,6 +40,7 @@ class DoubleIntegratorEnv(AIBEnv):
     """
 
     env_id = "AIB-DI-v0"
+    metadata = {"render_modes": ["rgb_array"], "render_fps": 10}
 
     def __init__(self, goal_threshold: float = 0.1, **kwargs: Any) -> None:
         if not (isinstance(goal_threshold, (int, float)) and goal_threshold > 0):
@@ -77,6 +79,17 @@ class DoubleIntegratorEnv(AIBEnv):
         distance = float(np.linalg.norm(self._state[:2]))
         reward = 1.0 if distance <= self.goal_threshold else 0.0
         return self._state.copy(), reward, False, {"distance": distance}
+
+    def render(self) -> np.ndarray | None:
+        """``rgb_array``: the goal region (green) and the point mass (blue) on [-1, 1]^2, y up."""
+        if self.render_mode != "rgb_array":
+            return None
+        image = np.full((RENDER_SIZE, RENDER_SIZE, 3), 255, dtype=np.uint8)
+        center = to_pixel(0.0, -1, 1)
+        draw_disc(image, (center, center), self.goal_threshold * (RENDER_SIZE - 1) / 2, (150, 220, 150))
+        x, y = self._state[:2]
+        draw_disc(image, (to_pixel(x, -1, 1), to_pixel(-y, -1, 1)), 4, (40, 60, 200))
+        return image
 
 
 class DoubleIntegratorFrictionEnv(DoubleIntegratorEnv):

@@ -8,6 +8,7 @@ import numpy as np
 from gymnasium import spaces
 
 from aib.core import AIBEnv
+from aib.toy import RENDER_SIZE, draw_disc, to_pixel
 
 DT = 0.01
 MAX_X = 20.0
@@ -56,6 +57,7 @@ class ODEEnv(AIBEnv):
     """
 
     env_id = "AIB-ODE-v0"
+    metadata = {"render_modes": ["rgb_array"], "render_fps": 20}
 
     def __init__(self, k: int = 2, **kwargs: Any) -> None:
         self.x = 0.0
@@ -90,3 +92,14 @@ class ODEEnv(AIBEnv):
         distance = abs(self.x)
         reward, level = band_reward(distance)
         return np.array([self.x], dtype=np.float32), reward, False, {"distance": distance, "reward_level": level}
+
+    def render(self) -> np.ndarray | None:
+        """``rgb_array``: x on [-2, 2] (clipped at the border), the reward bands around 0 shaded."""
+        if self.render_mode != "rgb_array":
+            return None
+        image = np.full((RENDER_SIZE // 4, RENDER_SIZE, 3), 255, dtype=np.uint8)
+        for half_width, shade in ((0.5, 230), (0.2, 210), (0.1, 190), (0.05, 170)):
+            lo, hi = int(to_pixel(-half_width, -2, 2)), int(to_pixel(half_width, -2, 2))
+            image[:, lo : hi + 1] = (shade, 240, shade)
+        draw_disc(image, (to_pixel(self.x, -2, 2), RENDER_SIZE // 8), 4, (40, 60, 200))
+        return image
