@@ -69,8 +69,10 @@ def worker(config: str, env_id: str, vector_steps: int, learning_starts: int) ->
 
     import aib
     from sb3_dmash import DMASHSAC
+    from sb3_dmash.utils import tune_malloc
 
     th.set_num_threads(1)
+    malloc_tuned = tune_malloc()  # our entry points opt in (docs/performance.md)
     n_envs = 20
     env = aib.make_vec_env(env_id, "train", n_envs=n_envs, seed=0)
     common = dict(learning_starts=learning_starts * n_envs, train_freq=1, gradient_steps=1, seed=0, buffer_size=200_000)
@@ -125,6 +127,7 @@ def worker(config: str, env_id: str, vector_steps: int, learning_starts: int) ->
         "update_ms_per_step": 1000 * (update_time[0] - clock.start_update) / clock.steps,
         "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
         "replay_bytes_per_transition": sum(a.nbytes for a in arrays) / (buffer.buffer_size * buffer.n_envs),
+        "malloc_tuned": malloc_tuned,
     }
     if config == "dmash":
         result.update(_hypernet_rates())

@@ -22,6 +22,7 @@ from stable_baselines3 import SAC
 
 import aib
 from sb3_dmash import DMASHSAC
+from sb3_dmash.utils import tune_malloc
 
 ENV_ID = "AIB-DI-v0"
 
@@ -40,6 +41,7 @@ def main() -> None:
     parser.add_argument("--algos", nargs="+", default=["dmash", "sac"], choices=["dmash", "sac"])
     args = parser.parse_args()
     th.set_num_threads(1)
+    tune_malloc()  # process-wide allocator settings: this script owns its process (docs/performance.md)
 
     n_envs = 20
     common = dict(

@@ -295,11 +295,15 @@ def build_model(spec: RunSpec) -> Any:
 
 
 def _limit_threads() -> None:
+    """One torch thread per run (several runs share the cores) and the allocator settings of our entry points."""
     os.environ["OMP_NUM_THREADS"] = "1"
     os.environ["MKL_NUM_THREADS"] = "1"
     import torch as th
 
+    from sb3_dmash.utils import tune_malloc
+
     th.set_num_threads(1)
+    tune_malloc()
 
 
 def train_and_evaluate(spec: RunSpec) -> list[dict[str, Any]]:
