@@ -196,3 +196,29 @@ def test_rollout_window_holds_stored_transitions():
     np.testing.assert_allclose(window[:, -1, :4] + window[:, -1, 6:], window[:, -1, :4] + window[:, -1, 6:])
     prev = (row - 1) % buffer.buffer_size
     np.testing.assert_allclose(window[:, -2, :4], buffer.observations[prev])
+
+
+def test_update_round_uses_one_batch():
+    """The dynamics, critic and actor updates of a round share one batch (as the reference), gathered once."""
+    model = _small_model()
+    model.learn(300)
+    sampled = []
+    sample = model.replay_buffer.sample
+
+    def spy(*args, **kwargs):
+        sampled.append(sample(*args, **kwargs))
+        return sampled[-1]
+
+    model.replay_buffer.sample = spy
+    seen = []
+    critic_forward = model.critic.forward
+
+    def critic_spy(obs, actions, context):
+        seen.append(actions)
+        return critic_forward(obs, actions, context)
+
+    model.critic.forward = critic_spy
+    model.learn(4 * 5, reset_num_timesteps=False)  # 5 vector steps of 4 sub-envs, 5 update rounds
+    assert len(sampled) == 5
+    batch_actions = {id(batch.actions) for batch in sampled}
+    assert any(id(a) in batch_actions for a in seen)  # the critic ran on the callback's batch

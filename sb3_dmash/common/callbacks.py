@@ -24,10 +24,11 @@ class DynamicsAlignmentCallback(BaseCallback):
     """Trains the encoder, the hypernetwork and the forward model on the dynamics loss.
 
     It runs at the end of each rollout, right before ``train()``, and does exactly as many updates as ``train()``
-    will do gradient steps (``gradient_steps``, or one per collected transition when it is -1), each on its own
-    batch from the replay buffer. With ``train_freq=1`` and ``gradient_steps=1`` each vector step therefore runs
-    dynamics update -> critic -> actor, the reference's order. Calling ``model.train()`` by hand updates only the RL
-    losses.
+    will do gradient steps (``gradient_steps``, or one per collected transition when it is -1). Each update draws a
+    batch and hands it on to ``train()``, so the dynamics, critic and actor updates of a round use the same batch, as
+    in the reference (and the batch with its windows is gathered once). With ``train_freq=1`` and
+    ``gradient_steps=1`` each vector step therefore runs dynamics update -> critic -> actor, the reference's order.
+    Calling ``model.train()`` by hand updates only the RL losses.
 
     Logs ``train/dynamics_loss`` and ``train/context_learning_rate``.
 
@@ -62,6 +63,7 @@ class DynamicsAlignmentCallback(BaseCallback):
         losses = []
         for _ in range(gradient_steps):
             data = model.replay_buffer.sample(model.batch_size, env=model._vec_normalize_env)
+            model.shared_batches.append(data)  # the RL update of this round reuses it
             loss = context.dynamics_loss(data.observations, data.actions, data.next_observations, model.context_window(data))
             context.optimizer.zero_grad(set_to_none=True)
             loss.backward()

@@ -241,6 +241,8 @@ class DMASHSAC(OffPolicyAlgorithm):
         self.reuse_rl_context = reuse_rl_context
         self.log_ent_coef: th.Tensor | None = None
         self.ent_coef_optimizer: th.optim.Adam | None = None
+        # Batches the dynamics-alignment callback drew for the coming train() call (the round shares one batch).
+        self.shared_batches: list[HistoryReplayBufferSamples] = []
         # Rollout-time context windows, one row per sub-env (not saved: rebuilt at the start of learn()).
         self._rollout_window: np.ndarray | None = None
         self._warmup_pending = False
@@ -493,8 +495,12 @@ class DMASHSAC(OffPolicyAlgorithm):
         context_optimizer = policy.context.optimizer if policy.context is not None else None
         ent_coef_losses, ent_coefs, actor_losses, critic_losses = [], [], [], []
 
-        for _ in range(gradient_steps):
-            data = self.replay_buffer.sample(batch_size, env=self._vec_normalize_env)  # type: ignore[union-attr]
+        shared, self.shared_batches = self.shared_batches, []
+        for step in range(gradient_steps):
+            if step < len(shared):
+                data = shared[step]  # the batch of this round's dynamics update, as the reference
+            else:
+                data = self.replay_buffer.sample(batch_size, env=self._vec_normalize_env)  # type: ignore[union-attr]
             obs, next_obs = policy.flatten_obs(data.observations), policy.flatten_obs(data.next_observations)
             net_obs, net_next_obs = policy.net_obs(obs), policy.net_obs(next_obs)
             window = self.context_window(data) if self.uses_history else None
@@ -597,6 +603,7 @@ class DMASHSAC(OffPolicyAlgorithm):
             "critic_target",
             "_online_params",
             "_target_params",
+            "shared_batches",
             "_rollout_window",
         ]
 
