@@ -37,6 +37,7 @@ def collect_embeddings(
     deterministic: bool = True,
     seed: int = 0,
     env_kwargs: dict[str, Any] | None = None,
+    actions: str = "policy",
 ) -> dict[str, np.ndarray]:
     """Roll ``model`` out on the 20 contexts of ``split`` and record z at every step.
 
@@ -51,11 +52,16 @@ def collect_embeddings(
     :param deterministic: deterministic actions.
     :param seed: reset seed of episode 0 (episode e uses ``seed + e``).
     :param env_kwargs: further env kwargs.
+    :param actions: ``"policy"`` (the model acts) or ``"random"`` (uniform random actions, seeded; the window still
+        records them): random actions keep the windows informative about the dynamics whatever the policy does (a
+        policy pushing into a wall produces windows that carry no information about the actuator sign).
     :return: ``{"z": (N, context_dim), "context": (N, n_context_keys), "context_keys": (n_keys,), "context_index": (N,),
         "episode": (N,)}``.
     """
     import aib
 
+    if actions not in ("policy", "random"):
+        raise ValueError(f"actions={actions!r} is not allowed; expected 'policy' or 'random'")
     if policy_window_free(model):
         raise ValueError(
             f"method {getattr(model, 'method', type(model).__name__)!r} infers no context (no z); the embedding "
@@ -67,6 +73,7 @@ def collect_embeddings(
     keys = [var.name for var in keys]
     skip = policy.history_len if skip_first is None else skip_first
     zs, contexts, indices, episodes = [], [], [], []
+    rng = np.random.default_rng(seed)
     for episode in range(n_episodes):
         venv.seed(seed + episode)
         obs = venv.reset()
@@ -74,7 +81,11 @@ def collect_embeddings(
         state, starts = None, np.ones(venv.num_envs, dtype=bool)
         t = 0
         while True:
-            actions, state = policy.predict(obs, state=state, episode_start=starts, deterministic=deterministic)
+            env_actions, state = policy.predict(obs, state=state, episode_start=starts, deterministic=deterministic)
+            if actions == "random":
+                scaled = rng.uniform(-1.0, 1.0, size=env_actions.shape).astype(np.float32)
+                env_actions = policy.unscale_action(scaled)
+                state = policy.update_history(state, obs, scaled)
             if t >= skip and (steps_per_episode is None or t < skip + steps_per_episode):
                 with th.no_grad():
                     z = policy.context(th.as_tensor(state.window, device=policy.device), training=False)
@@ -82,7 +93,7 @@ def collect_embeddings(
                 contexts.append([[info["context"][k] for k in keys] for info in infos])
                 indices.append(np.arange(venv.num_envs))
                 episodes.append(np.full(venv.num_envs, episode))
-            obs, _, dones, infos = venv.step(actions)
+            obs, _, dones, infos = venv.step(env_actions)
             starts = dones
             t += 1
             if dones.any() or (steps_per_episode is not None and t >= skip + steps_per_episode):
