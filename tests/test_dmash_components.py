@@ -163,6 +163,18 @@ def test_gradient_routing():
     assert all(_changed(encoder, policy.context.encoder)) and all(_changed(hyper, policy.context.hypernet))
 
 
+def test_manual_dynamics_updates_do_not_accumulate_batches():
+    model = _small_model()
+    model.learn(300)
+    callback = DynamicsAlignmentCallback()
+    callback.init_callback(model)
+    for _ in range(5):
+        callback.update(gradient_steps=3)
+    assert len(model.shared_batches) == 3  # only the last call's batches wait for train()
+    model.train(gradient_steps=3, batch_size=32)
+    assert model.shared_batches == []
+
+
 def test_dynamics_updates_match_update_rounds():
     model = _small_model(train_freq=1, gradient_steps=1)
     model.learn(600)
@@ -193,7 +205,7 @@ def test_rollout_window_holds_stored_transitions():
     np.testing.assert_allclose(window[:, -1, :4], buffer.observations[row])
     np.testing.assert_allclose(window[:, -1, 4:6], buffer.actions[row])
     np.testing.assert_allclose(window[:, -1, 6:], buffer.next_observations[row] - buffer.observations[row], atol=1e-6)
-    np.testing.assert_allclose(window[:, -1, :4] + window[:, -1, 6:], window[:, -1, :4] + window[:, -1, 6:])
+    np.testing.assert_allclose(window[:, -1, :4] + window[:, -1, 6:], buffer.next_observations[row], atol=1e-6)
     prev = (row - 1) % buffer.buffer_size
     np.testing.assert_allclose(window[:, -2, :4], buffer.observations[prev])
 

@@ -60,15 +60,16 @@ class DynamicsAlignmentCallback(BaseCallback):
         context = model.policy.context
         lr = model.context_lr_schedule(model._current_progress_remaining)
         update_learning_rate(context.optimizer, lr)
-        losses = []
+        losses, batches = [], []
         for _ in range(gradient_steps):
             data = model.replay_buffer.sample(model.batch_size, env=model._vec_normalize_env)
-            model.shared_batches.append(data)  # the RL update of this round reuses it
+            batches.append(data)
             loss = context.dynamics_loss(data.observations, data.actions, data.next_observations, model.context_window(data))
             context.optimizer.zero_grad(set_to_none=True)
             loss.backward()
             context.optimizer.step()
             losses.append(loss.item())
+        model.shared_batches = batches  # the coming train() reuses them (replaced, never accumulated)
         self.logger.record("train/dynamics_loss", float(np.mean(losses)))
         self.logger.record("train/context_learning_rate", lr)
 

@@ -626,7 +626,7 @@ def _observed_context_dim(env: VecEnv | None, method: str) -> int:
         try:
             aware = bool(env.get_attr("context_aware", indices=[0])[0])
             keys = env.get_attr("context_keys", indices=[0])[0]
-        except (AttributeError, Exception):
+        except Exception:  # not an AIB env: no such attributes
             aware = False
     if not aware:
         raise ValueError(
