@@ -26,7 +26,9 @@ CONFIGS = {
     "sac": "SB3 SAC (as shipped)",
     "dmash": "DMA*-SH, exact",
     "dmash_approx": "DMA*-SH, reuse_rl_context=True (approximation)",
+    "dmash_bf16": "DMA*-SH, hypernet_dtype='bfloat16' (approximation)",
 }
+APPROXIMATIONS = ("dmash_approx", "dmash_bf16")
 
 
 def _hypernet_rates(batch: int = 240) -> dict[str, float]:
@@ -79,7 +81,14 @@ def worker(config: str, env_id: str, vector_steps: int, learning_starts: int) ->
     if config == "sac":
         model = SAC("MlpPolicy", env, batch_size=240, **common)
     else:
-        model = DMASHSAC("MlpPolicy", env, batch_size=256, reuse_rl_context=config == "dmash_approx", **common)
+        model = DMASHSAC(
+            "MlpPolicy",
+            env,
+            batch_size=256,
+            reuse_rl_context=config == "dmash_approx",
+            policy_kwargs={"hypernet_dtype": "bfloat16" if config == "dmash_bf16" else "float32"},
+            **common,
+        )
 
     update_time = [0.0]
 
@@ -128,6 +137,7 @@ def worker(config: str, env_id: str, vector_steps: int, learning_starts: int) ->
         "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
         "replay_bytes_per_transition": sum(a.nbytes for a in arrays) / (buffer.buffer_size * buffer.n_envs),
         "malloc_tuned": malloc_tuned,
+        "device": str(model.device),
     }
     if config == "dmash":
         result.update(_hypernet_rates())
@@ -168,7 +178,7 @@ def report(results: list[dict], envs: list[str], configs: list[str]) -> str:
             (r["replay_bytes_per_transition"] for r in results if r["env"] == env_id and r["config"] == "sac"), None
         )
         if "sac" in medians:
-            for config, target in (("dmash", 0.25), ("dmash_approx", 0.30)):
+            for config, target in (("dmash", 0.25), *((c, 0.30) for c in APPROXIMATIONS)):
                 if config in medians:
                     ratio = medians[config] / medians["sac"]
                     verdict = "PASS" if ratio >= target else "FAIL"
@@ -214,8 +224,10 @@ def main() -> None:
                     f"[{repeat + 1}/{args.repeats}] {env_id} {config}: {result['vector_steps_per_s']:.1f} vector steps/s",
                     flush=True,
                 )
+    devices = sorted({r["device"] for r in results})
     print(
-        f"\n{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, torch {torch.__version__}, "
+        f"\n{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, torch {torch.__version__} "
+        f"(CPU capability {torch.backends.cpu.get_cpu_capability()}), device {', '.join(devices)}, "
         f"1 thread per process, {args.vector_steps} timed vector steps x {args.repeats} interleaved repeats\n"
     )
     print(report(results, args.envs, args.configs))

@@ -21,7 +21,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from sb3_dmash.common.context_encoders import LSTMContextEncoder, ProbabilisticLSTMContextEncoder
-from sb3_dmash.common.hypernetworks import AdaptedMLP, AdapterWeights, HyperNetwork, apply_adapter
+from sb3_dmash.common.hypernetworks import HEAD_DTYPES, AdaptedMLP, AdapterWeights, HyperNetwork, apply_adapter
 
 HISTORY_ON_EPISODE_START = ("reset", "keep")
 CONTEXT_SOURCES = ("inferred", "observed", "none")
@@ -110,6 +110,7 @@ class ContextFeaturesExtractor(BaseFeaturesExtractor):
     :param shared_hypernet: build the hypernetwork whose weights the RL networks share (DMA*-SH). With
         ``fm_merge="hypernet"`` it is the forward model's.
     :param hypernet_arch: hidden sizes of the hypernetwork.
+    :param hypernet_dtype: ``"float32"`` or ``"bfloat16"`` (opt-in approximation) for the hypernetwork's heads.
     :param adapter_bottleneck: adapter bottleneck (default: adapted width // 8).
     :param input_mask_prob: whole-vector masking probability of the encoder input in training.
     :param input_norm: encoder input norm (``"avg_l1"``, ``"layer"``, ``"none"``).
@@ -131,6 +132,7 @@ class ContextFeaturesExtractor(BaseFeaturesExtractor):
         fm_merge: str | None = "hypernet",
         shared_hypernet: bool = True,
         hypernet_arch: list[int] | None = None,
+        hypernet_dtype: str = "float32",
         adapter_bottleneck: int | None = None,
         input_mask_prob: float = 0.4,
         input_norm: str = "avg_l1",
@@ -163,7 +165,9 @@ class ContextFeaturesExtractor(BaseFeaturesExtractor):
         self.kl_weight = float(kl_weight)
         needs_hypernet = shared_hypernet or fm_merge == "hypernet"
         self.hypernet = (
-            HyperNetwork(context_dim, fm_net_arch[-1], adapter_bottleneck, hypernet_arch) if needs_hypernet else None
+            HyperNetwork(context_dim, fm_net_arch[-1], adapter_bottleneck, hypernet_arch, hypernet_dtype)
+            if needs_hypernet
+            else None
         )
         if fm_merge is not None:
             fm_in = obs_dim + action_dim + (context_dim if fm_merge == "concat" else 0)
@@ -220,6 +224,7 @@ class ContextualNetwork(nn.Module):
     :param context_dim: size of z (for ``"concat"`` and ``"hypernet"``).
     :param hypernet_arch: hidden sizes of the own hypernetwork.
     :param adapter_bottleneck: bottleneck of the own adapter.
+    :param hypernet_dtype: ``"float32"`` or ``"bfloat16"`` for the own hypernetwork's heads.
     """
 
     def __init__(
@@ -231,12 +236,15 @@ class ContextualNetwork(nn.Module):
         context_dim: int = 0,
         hypernet_arch: list[int] | None = None,
         adapter_bottleneck: int | None = None,
+        hypernet_dtype: str = "float32",
     ) -> None:
         super().__init__()
         self.merge = merge
         self.trunk = AdaptedMLP(input_dim + (context_dim if merge == "concat" else 0), net_arch, activation_fn)
         self.hypernet = (
-            HyperNetwork(context_dim, net_arch[-1], adapter_bottleneck, hypernet_arch) if merge == "hypernet" else None
+            HyperNetwork(context_dim, net_arch[-1], adapter_bottleneck, hypernet_arch, hypernet_dtype)
+            if merge == "hypernet"
+            else None
         )
 
     def features(self, x: th.Tensor, context: RLContext) -> th.Tensor:
@@ -265,6 +273,7 @@ class Actor(nn.Module):
     :param context_dim: size of z.
     :param hypernet_arch: hidden sizes of an own hypernetwork.
     :param adapter_bottleneck: bottleneck of an own adapter.
+    :param hypernet_dtype: ``"float32"`` or ``"bfloat16"`` for the own hypernetwork's heads.
     """
 
     def __init__(
@@ -278,9 +287,12 @@ class Actor(nn.Module):
         context_dim: int = 0,
         hypernet_arch: list[int] | None = None,
         adapter_bottleneck: int | None = None,
+        hypernet_dtype: str = "float32",
     ) -> None:
         super().__init__()
-        self.net = ContextualNetwork(obs_dim, net_arch, activation_fn, merge, context_dim, hypernet_arch, adapter_bottleneck)
+        self.net = ContextualNetwork(
+            obs_dim, net_arch, activation_fn, merge, context_dim, hypernet_arch, adapter_bottleneck, hypernet_dtype
+        )
         self.mu = nn.Linear(net_arch[-1], action_dim)
         self.log_std = nn.Linear(net_arch[-1], action_dim)
         self.log_std_min, self.log_std_max = log_std_bounds
@@ -320,6 +332,7 @@ class Critic(nn.Module):
     :param context_dim: size of z.
     :param hypernet_arch: hidden sizes of own hypernetworks.
     :param adapter_bottleneck: bottleneck of own adapters.
+    :param hypernet_dtype: ``"float32"`` or ``"bfloat16"`` for the own hypernetwork's heads.
     """
 
     def __init__(
@@ -333,13 +346,21 @@ class Critic(nn.Module):
         context_dim: int = 0,
         hypernet_arch: list[int] | None = None,
         adapter_bottleneck: int | None = None,
+        hypernet_dtype: str = "float32",
     ) -> None:
         super().__init__()
         self.n_critics = n_critics
         self.q_nets = nn.ModuleList(
             [
                 ContextualNetwork(
-                    obs_dim + action_dim, net_arch, activation_fn, merge, context_dim, hypernet_arch, adapter_bottleneck
+                    obs_dim + action_dim,
+                    net_arch,
+                    activation_fn,
+                    merge,
+                    context_dim,
+                    hypernet_arch,
+                    adapter_bottleneck,
+                    hypernet_dtype,
                 )
                 for _ in range(n_critics)
             ]
@@ -384,6 +405,9 @@ class DMASHPolicy(BasePolicy):
     :param encoder_dim: embedding and LSTM size of the context encoder.
     :param hypernet_arch: hidden sizes of the hypernetwork(s) (default ``[64, 64]``).
     :param adapter_bottleneck: adapter bottleneck (default: last hidden width // 8).
+    :param hypernet_dtype: ``"float32"`` (default, exact) or ``"bfloat16"``: an opt-in approximation that runs the
+        hypernetworks' output heads in bfloat16 (faster only with bfloat16 matrix hardware; see
+        ``docs/performance.md``).
     :param input_mask_prob: whole-vector masking probability of the encoder input in training (0.4).
     :param input_norm: encoder input norm: ``"avg_l1"`` (default), ``"layer"`` or ``"none"``.
     :param output_norm: encoder output norm: ``"simnorm"`` (default), ``"layer"`` or ``"none"``.
@@ -424,6 +448,7 @@ class DMASHPolicy(BasePolicy):
         encoder_dim: int = 32,
         hypernet_arch: list[int] | None = None,
         adapter_bottleneck: int | None = None,
+        hypernet_dtype: str = "float32",
         input_mask_prob: float = 0.4,
         input_norm: str = "avg_l1",
         output_norm: str = "simnorm",
@@ -448,6 +473,7 @@ class DMASHPolicy(BasePolicy):
         _check_choice("context_source", context_source, CONTEXT_SOURCES)
         _check_choice("rl_merge", rl_merge, RL_MERGES)
         _check_choice("fm_merge", fm_merge, FM_MERGES)
+        _check_choice("hypernet_dtype", hypernet_dtype, tuple(HEAD_DTYPES))
         allowed_merges = {
             "inferred": ("hypernet_shared", "hypernet", "concat"),
             "observed": ("hypernet", "concat"),
@@ -512,6 +538,7 @@ class DMASHPolicy(BasePolicy):
             "encoder_dim": encoder_dim,
             "hypernet_arch": hypernet_arch,
             "adapter_bottleneck": adapter_bottleneck,
+            "hypernet_dtype": hypernet_dtype,
             "input_mask_prob": input_mask_prob,
             "input_norm": input_norm,
             "output_norm": output_norm,
@@ -550,6 +577,7 @@ class DMASHPolicy(BasePolicy):
             context_dim=z_dim,
             hypernet_arch=kw["hypernet_arch"],
             adapter_bottleneck=kw["adapter_bottleneck"],
+            hypernet_dtype=kw["hypernet_dtype"],
         )
         self.actor = Actor(net_obs_dim, self.action_dim, pi_arch, self.activation_fn, self.log_std_bounds, **rl_kwargs)  # type: ignore[arg-type]
         self.actor.optimizer = self.optimizer_class(self.actor.parameters(), lr=lr_schedule(1), **self.optimizer_kwargs)

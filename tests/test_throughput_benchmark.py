@@ -1,0 +1,33 @@
+"""The training throughput benchmark (benchmarks/throughput.py) runs end to end and reports every configuration.
+
+Its numbers are not checked here (timed tests are not reliable on shared machines); only that it runs and reports.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_throughput_benchmark_reports_every_configuration() -> None:
+    args = ["--envs", "AIB-DI-v0", "--vector-steps", "2", "--learning-starts", "20", "--repeats", "1"]
+    args += ["--configs", "sac", "dmash", "dmash_bf16"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    out = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "throughput.py"), *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=600,
+        check=False,
+    )
+    assert out.returncode == 0, out.stderr[-3000:]
+    for label in ("SB3 SAC (as shipped)", "DMA*-SH, exact", "DMA*-SH, hypernet_dtype='bfloat16' (approximation)"):
+        assert f"| AIB-DI-v0 | {label}" in out.stdout
+    assert "device cpu" in out.stdout
+    assert "replay bytes per transition" in out.stdout
+    assert "hypernetwork products" in out.stdout
