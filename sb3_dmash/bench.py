@@ -12,6 +12,7 @@ Layout of the output folder::
     <out>/runs/<run_id>.error.json   a crashed run: {"status": "error", "spec", "meta", "traceback"}
     <out>/results.csv          the tidy table of every finished run of the grid (per_context as a JSON list)
     <out>/results.jsonl        the same rows as JSON lines
+    <out>/models/<run_id>.zip  the trained model (only with ``save_models=True`` / ``--save-models``)
 
 **Resume rule.** A run is finished when ``runs/<run_id>.json`` exists with status ``"ok"`` and the spec it stores
 equals the run's spec; a finished run is never redone. The run id is built from the env, method and seed plus a hash
@@ -306,8 +307,12 @@ def _limit_threads() -> None:
     tune_malloc()
 
 
-def train_and_evaluate(spec: RunSpec) -> list[dict[str, Any]]:
-    """Train and evaluate one run; return its table rows (without the run's metadata columns)."""
+def train_and_evaluate(spec: RunSpec, model_path: str | None = None) -> list[dict[str, Any]]:
+    """Train and evaluate one run; return its table rows (without the run's metadata columns).
+
+    :param spec: the run.
+    :param model_path: where to save the trained model (``model.save``), or ``None``.
+    """
     import warnings
 
     from sb3_dmash.common.callbacks import AIBEvalCallback
@@ -330,21 +335,28 @@ def train_and_evaluate(spec: RunSpec) -> list[dict[str, Any]]:
         schedule=spec.eval_schedule,
     )
     model.learn((spec.learning_starts + spec.budget) * spec.n_envs, callback=callback)
+    if model_path is not None:
+        Path(model_path).parent.mkdir(parents=True, exist_ok=True)
+        model.save(model_path)
     model.env.close()
     return callback.records
 
 
-def execute(spec_dict: Mapping[str, Any]) -> dict[str, Any]:
+def execute(spec_dict: Mapping[str, Any], model_dir: str | None = None) -> dict[str, Any]:
     """Run one spec and return its payload (status ``"ok"`` with records, or ``"error"`` with the traceback).
 
     Never raises for a failing run: the caller writes the payload. Used by every backend.
+
+    :param spec_dict: the run (:meth:`RunSpec.to_dict`).
+    :param model_dir: save the trained model as ``<model_dir>/<run_id>.zip``, or ``None``.
     """
     spec = RunSpec.from_dict(spec_dict)
     meta = run_metadata()
     start = time.time()
     payload: dict[str, Any] = {"run_id": spec.run_id, "spec": spec.to_dict(), "meta": meta, "pid": os.getpid()}
     try:
-        records = train_and_evaluate(spec)
+        model_path = None if model_dir is None else str(Path(model_dir) / f"{spec.run_id}.zip")
+        records = train_and_evaluate(spec, model_path)
     except Exception as exc:  # KeyboardInterrupt and SystemExit stop the sweep instead
         payload.update(status="error", error=f"{type(exc).__name__}: {exc}", traceback=traceback.format_exc())
     else:
@@ -498,11 +510,17 @@ def _pool_initializer(parent_pid: int) -> None:
     _watch_parent(parent_pid)
 
 
-def _run_local(pending: Sequence[RunSpec], workers: int, on_payload: Callable[[dict[str, Any]], None], progress: Any) -> None:
+def _run_local(
+    pending: Sequence[RunSpec],
+    workers: int,
+    on_payload: Callable[[dict[str, Any]], None],
+    progress: Any,
+    model_dir: str | None = None,
+) -> None:
     if workers <= 1:
         for spec in pending:
             progress.set_postfix_str(f"{spec.env} {spec.method} seed {spec.seed}", refresh=True)
-            on_payload(execute(spec.to_dict()))
+            on_payload(execute(spec.to_dict(), model_dir))
         return
     import multiprocessing as mp
     from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
@@ -511,7 +529,7 @@ def _run_local(pending: Sequence[RunSpec], workers: int, on_payload: Callable[[d
     with ProcessPoolExecutor(
         max_workers=workers, mp_context=ctx, initializer=_pool_initializer, initargs=(os.getpid(),)
     ) as pool:
-        futures = {pool.submit(execute, spec.to_dict()): spec for spec in pending}
+        futures = {pool.submit(execute, spec.to_dict(), model_dir): spec for spec in pending}
         remaining = set(futures)
         while remaining:
             done, remaining = wait(remaining, return_when=FIRST_COMPLETED)
@@ -540,6 +558,7 @@ def _run_ray(
     workers: int,
     address: str | None,
     on_payload: Callable[[dict[str, Any]], None],
+    model_dir: str | None = None,
 ) -> None:
     try:
         import ray
@@ -557,7 +576,7 @@ def _run_ray(
         started = True
     try:
         remote = ray.remote(num_cpus=1, max_retries=0)(execute)
-        futures = {remote.remote(spec.to_dict()): spec for spec in pending}
+        futures = {remote.remote(spec.to_dict(), model_dir): spec for spec in pending}
         remaining = list(futures)
         while remaining:
             done, remaining = ray.wait(remaining, num_returns=1)
@@ -650,6 +669,7 @@ def run_grid(
     retry_failed: bool = True,
     progress: bool = True,
     command: str | None = None,
+    save_models: bool = False,
 ) -> GridSummary:
     """Run (or resume) the grid envs x methods x seeds and write the results table into ``out``.
 
@@ -673,6 +693,9 @@ def run_grid(
     :param retry_failed: rerun the runs that crashed in an earlier invocation.
     :param progress: show a tqdm progress bar (stderr).
     :param command: the command line recorded in ``grid.json`` (default: ``sys.argv``).
+    :param save_models: save each model trained by this invocation as ``<out>/models/<run_id>.zip`` (for
+        ``sb3-dmash diagnose`` or ``rl_zoo3.enjoy``). Runs finished before are not retrained for it. With Ray on a
+        cluster, ``out`` must be on a file system that the workers share.
     :return: a :class:`GridSummary`; ``summary.ok`` is False when a run crashed.
     """
     if backend not in ("local", "ray"):
@@ -712,6 +735,7 @@ def run_grid(
     skipped = [s.run_id for s in specs if load_run(out, s) is not None]
     failed_before = {s.run_id for s in specs if s.run_id not in skipped and load_error(out, s) is not None}
     pending = [s for s in specs if s.run_id not in skipped and (retry_failed or s.run_id not in failed_before)]
+    model_dir = str(out.resolve() / "models") if save_models else None
     failed: dict[str, str] = {}
     for spec in specs:
         if spec.run_id in failed_before and spec not in pending:
@@ -733,9 +757,9 @@ def run_grid(
     try:
         if pending:
             if backend == "ray":
-                _run_ray(pending, workers, address, on_payload)
+                _run_ray(pending, workers, address, on_payload, model_dir)
             else:
-                _run_local(pending, workers, on_payload, bar)
+                _run_local(pending, workers, on_payload, bar, model_dir)
     finally:
         bar.close()
     rows = collect_rows(out, specs)

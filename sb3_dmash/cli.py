@@ -82,6 +82,7 @@ def _bench_parser(sub: Any) -> None:
     p.add_argument("--address", help="Ray cluster address ('auto', 'ray://head:10001'); default: a local Ray")
     p.add_argument("--no-retry-failed", action="store_true", help="keep runs that crashed before as failed")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--save-models", action="store_true", help="save each trained model as OUT/models/<run_id>.zip")
 
 
 def _bench(args: argparse.Namespace) -> int:
@@ -124,6 +125,7 @@ def _bench(args: argparse.Namespace) -> int:
         retry_failed=not args.no_retry_failed,
         progress=not args.no_progress,
         command=" ".join(["sb3-dmash", *sys.argv[1:]]),
+        save_models=args.save_models,
     )
     print(summary.format())
     return 0 if summary.ok else 1

@@ -217,3 +217,27 @@ def test_ray_backend_gives_the_same_table(reference, tmp_path):
     assert result_rows(result.rows) == result_rows(expected)
     pids = {json.loads(p.read_text())["pid"] for p in (out / "runs").glob("*.json")}
     assert os.getpid() not in pids  # the runs ran in Ray workers
+
+
+def test_save_models_writes_the_trained_model(tmp_path):
+    """``--save-models`` keeps each trained model; evaluating it reproduces the run's final scores."""
+    import aib
+    from sb3_dmash import DMASHSAC
+
+    out = tmp_path / "models"
+    args = [a for a in CLI_ARGS if a != "--no-progress"]
+    args = [*args[: args.index("--envs") + 1], "AIB-DI-v0", *args[args.index("--methods") :]]
+    args = [*args[: args.index("--methods") + 1], "dmash", *args[args.index("--seeds") :]]
+    args[args.index("0-1")] = "0"
+    assert cli.main([*args, "--no-progress", "--save-models", "--out", str(out)]) == 0
+    (run_file,) = (out / "runs").glob("*.json")
+    model_file = out / "models" / run_file.with_suffix(".zip").name
+    assert model_file.exists()
+    model = DMASHSAC.load(model_file, device="cpu")
+    final = {r["split"]: r["aer"] for r in bench.load_results(out) if r["step"] == 8}
+    results = aib.evaluate(model, "AIB-DI-v0", n_episodes=1, eval_seed=1_000_000)
+    assert {split: r.aer for split, r in results.items()} == pytest.approx(final, abs=1e-6)
+    # a second invocation skips the finished run and does not need (or touch) the model
+    model_file.unlink()
+    assert cli.main([*args, "--no-progress", "--save-models", "--out", str(out)]) == 0
+    assert not model_file.exists()
