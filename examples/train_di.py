@@ -5,6 +5,7 @@ the 20 training contexts, i.e. domain randomisation) cannot tell the modes apart
 last K transitions.
 
     python examples/train_di.py --vector-steps 20000
+    python examples/train_di.py --vector-steps 5000 --net-arch 64 64      # a quicker, smaller run
 
 Budgets are in vector steps of 20 sub-envs (the paper's unit; the paper trains 100k after 5k random ones). Both agents
 use the same SAC settings (batch 240, one update round per vector step) and the same evaluation: the AIB protocol
@@ -35,7 +36,10 @@ def per_mode(result: aib.SplitResult) -> dict[str, float]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--vector-steps", type=int, default=20_000, help="training vector steps after learning starts")
-    parser.add_argument("--learning-starts", type=int, default=500, help="vector steps of random actions first")
+    parser.add_argument(
+        "--learning-starts", type=int, default=5_000, help="vector steps of random actions first (the paper's 5000)"
+    )
+    parser.add_argument("--net-arch", type=int, nargs="+", default=[256, 256], help="hidden sizes of every network")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--eval-episodes", type=int, default=5)
     parser.add_argument("--algos", nargs="+", default=["dmash", "sac"], choices=["dmash", "sac"])
@@ -51,6 +55,7 @@ def main() -> None:
         gradient_steps=1,
         seed=args.seed,
         verbose=0,
+        policy_kwargs=dict(net_arch=args.net_arch),
     )
     total = (args.learning_starts + args.vector_steps) * n_envs
     rows = []
