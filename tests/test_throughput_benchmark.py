@@ -1,6 +1,6 @@
-"""The training throughput benchmark (benchmarks/throughput.py) runs end to end and reports every configuration.
+"""The benchmark scripts (throughput.py, context_use.py) run end to end and report what they promise.
 
-Its numbers are not checked here (timed tests are not reliable on shared machines); only that it runs and reports.
+Their numbers are not checked here (timed tests are not reliable on shared machines); only that they run and report.
 """
 
 from __future__ import annotations
@@ -31,3 +31,19 @@ def test_throughput_benchmark_reports_every_configuration() -> None:
     assert "device cpu" in out.stdout
     assert "replay bytes per transition" in out.stdout
     assert "hypernetwork products" in out.stdout
+
+
+def test_context_use_benchmark_runs() -> None:
+    args = ["--updates", "4", "--every", "2", "--learning-starts", "30", "--net-arch", "8"]
+    out = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "context_use.py"), *args],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+        timeout=600,
+        check=False,
+    )
+    assert out.returncode == 0, out.stderr[-3000:]
+    lines = [line for line in out.stdout.splitlines() if line.startswith("dmash ")]
+    assert [line.split(" updates")[0] for line in lines] == ["dmash 2", "dmash 4"]
+    assert all("probe" in line and "|a+ - a-|" in line and "dynamics loss" in line for line in lines)
