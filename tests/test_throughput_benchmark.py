@@ -3,29 +3,10 @@
 Their numbers are not checked here (timed tests are not reliable on shared machines); only that they run and report.
 """
 
-from __future__ import annotations
 
-import os
-import subprocess
-import sys
-from pathlib import Path
-
-ROOT = Path(__file__).resolve().parents[1]
-
-
-def test_throughput_benchmark_reports_every_configuration() -> None:
+def test_throughput_benchmark_reports_every_configuration(run_script) -> None:
     args = ["--envs", "AIB-DI-v0", "--vector-steps", "2", "--learning-starts", "20", "--repeats", "1"]
-    args += ["--configs", "sac", "dmash", "dmash_bf16"]
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    out = subprocess.run(
-        [sys.executable, str(ROOT / "benchmarks" / "throughput.py"), *args],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=600,
-        check=False,
-    )
-    assert out.returncode == 0, out.stderr[-3000:]
+    out = run_script("benchmarks/throughput.py", *args, "--configs", "sac", "dmash", "dmash_bf16")
     for label in ("SB3 SAC (as shipped)", "DMA*-SH, exact", "DMA*-SH, hypernet_dtype='bfloat16' (approximation)"):
         assert f"| AIB-DI-v0 | {label}" in out.stdout
     assert "device cpu" in out.stdout
@@ -33,17 +14,9 @@ def test_throughput_benchmark_reports_every_configuration() -> None:
     assert "hypernetwork products" in out.stdout
 
 
-def test_context_use_benchmark_runs() -> None:
+def test_context_use_benchmark_runs(run_script) -> None:
     args = ["--updates", "4", "--every", "2", "--learning-starts", "30", "--net-arch", "8"]
-    out = subprocess.run(
-        [sys.executable, str(ROOT / "benchmarks" / "context_use.py"), *args],
-        capture_output=True,
-        text=True,
-        env={**os.environ, "OMP_NUM_THREADS": "1"},
-        timeout=600,
-        check=False,
-    )
-    assert out.returncode == 0, out.stderr[-3000:]
+    out = run_script("benchmarks/context_use.py", *args)
     lines = [line for line in out.stdout.splitlines() if line.startswith("dmash ")]
     assert [line.split(" updates")[0] for line in lines] == ["dmash 2", "dmash 4"]
     assert all("probe" in line and "|a+ - a-|" in line and "dynamics loss" in line for line in lines)
