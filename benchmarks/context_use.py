@@ -25,7 +25,6 @@ import torch as th
 import aib
 from sb3_dmash import DMASHSAC
 from sb3_dmash.diagnostics import collect_embeddings, linear_probe_accuracy
-from sb3_dmash.dmash.policies import RLContext
 from sb3_dmash.utils import tune_malloc
 
 ENV_ID = "AIB-ODE-v0"
@@ -43,15 +42,9 @@ def context_use(model: DMASHSAC) -> dict[str, float]:
     n = min(len(z_pos), len(z_neg))
     obs = th.linspace(-1, 1, n)[:, None]
 
-    def act(zz: th.Tensor) -> th.Tensor:
-        if policy.rl_merge == "hypernet_shared":
-            rl_context = RLContext(None, policy.context.hypernet(zz))  # type: ignore[union-attr]
-        else:
-            rl_context = RLContext(zz, None)
-        return policy.actor(obs, rl_context, deterministic=True)
-
     with th.no_grad():
-        a_pos, a_neg = act(z_pos[:n]), act(z_neg[:n])
+        a_pos = policy.actor(obs, policy.rl_context_from_z(z_pos[:n]), deterministic=True)
+        a_neg = policy.actor(obs, policy.rl_context_from_z(z_neg[:n]), deterministic=True)
     return {
         "probe": probe,
         "diff": (a_pos - a_neg).abs().mean().item(),

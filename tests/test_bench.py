@@ -225,11 +225,9 @@ def test_save_models_writes_the_trained_model(tmp_path):
     from sb3_dmash import DMASHSAC
 
     out = tmp_path / "models"
-    args = [a for a in CLI_ARGS if a != "--no-progress"]
-    args = [*args[: args.index("--envs") + 1], "AIB-DI-v0", *args[args.index("--methods") :]]
-    args = [*args[: args.index("--methods") + 1], "dmash", *args[args.index("--seeds") :]]
-    args[args.index("0-1")] = "0"
-    assert cli.main([*args, "--no-progress", "--save-models", "--out", str(out)]) == 0
+    grid = CLI_ARGS[CLI_ARGS.index("--budget") :]  # the shared budget, evaluation and network settings
+    args = ["bench", "--envs", "AIB-DI-v0", "--methods", "dmash", "--seeds", "0", *grid, "--out", str(out)]
+    assert cli.main([*args, "--save-models"]) == 0
     (run_file,) = (out / "runs").glob("*.json")
     model_file = out / "models" / run_file.with_suffix(".zip").name
     assert model_file.exists()
@@ -239,5 +237,5 @@ def test_save_models_writes_the_trained_model(tmp_path):
     assert {split: r.aer for split, r in results.items()} == pytest.approx(final, abs=1e-6)
     # a second invocation skips the finished run and does not need (or touch) the model
     model_file.unlink()
-    assert cli.main([*args, "--no-progress", "--save-models", "--out", str(out)]) == 0
+    assert cli.main([*args, "--save-models"]) == 0
     assert not model_file.exists()

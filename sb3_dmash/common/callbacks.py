@@ -163,12 +163,11 @@ class AIBEvalCallback(BaseCallback):
         return int(self.model._total_timesteps) // self.model.n_envs - self._learning_starts()
 
     def _init_callback(self) -> None:
-        from aib.evaluation import _default_env_kwargs, make_eval_vec_env
+        from aib.evaluation import _default_env_kwargs
 
         if self.env_kwargs is None:
             self.env_kwargs = _default_env_kwargs(self.model)
-        if self._vec_env is None:
-            self._vec_env = make_eval_vec_env(self.env_id, self.splits, self.env_kwargs, self.vec_env_cls)
+        self._eval_vec_env()
         self._next_step = 0
         if self.schedule == "final2":
             self._next_step = max(0, self._total_steps() - self.eval_every)
@@ -194,12 +193,18 @@ class AIBEvalCallback(BaseCallback):
             self._vec_env = None
 
     # ------------------------------------------------------------------ evaluation
-    def evaluate_now(self) -> list[dict[str, Any]]:
-        """Run the protocol at the current step; log, keep and (optionally) append its records."""
-        from aib.evaluation import evaluate, make_eval_vec_env
+    def _eval_vec_env(self) -> Any:
+        """The evaluation VecEnv, built once and reused by every evaluation (closed at the end of training)."""
+        from aib.evaluation import make_eval_vec_env
 
         if self._vec_env is None:
             self._vec_env = make_eval_vec_env(self.env_id, self.splits, self.env_kwargs, self.vec_env_cls)
+        return self._vec_env
+
+    def evaluate_now(self) -> list[dict[str, Any]]:
+        """Run the protocol at the current step; log, keep and (optionally) append its records."""
+        from aib.evaluation import evaluate
+
         results = evaluate(
             self.model,
             self.env_id,
@@ -208,7 +213,7 @@ class AIBEvalCallback(BaseCallback):
             warmup=self.warmup,
             eval_seed=self.eval_seed,
             env_kwargs=self.env_kwargs,
-            vec_env=self._vec_env,
+            vec_env=self._eval_vec_env(),
         )
         step = self.learning_step()
         new = []

@@ -109,7 +109,8 @@ class DMASHSAC(OffPolicyAlgorithm):
         they need envs made with ``context_aware=True``. See ``docs/presets.md``.
     :param reuse_rl_context: opt-in approximation for speed: infer z (and the adapter weights) once per update round
         and share it between the critic update and the actor updates, instead of a fresh z for each loss as the
-        reference does (see ``docs/performance.md``).
+        reference does (see ``docs/performance.md``). It has no effect with ``actor_detach=False``, where the actor
+        loss needs its own z with gradient.
     :param input_mask_prob: ablation: encoder input masking probability (``None``: the method's).
     :param input_norm: ablation: encoder input norm, ``"avg_l1"``, ``"layer"`` or ``"none"`` (``None``: the method's).
     :param output_norm: ablation: encoder output norm, ``"simnorm"``, ``"layer"`` or ``"none"`` (``None``: the
@@ -527,10 +528,10 @@ class DMASHSAC(OffPolicyAlgorithm):
             # Actor and entropy coefficient: actor_updates times on every policy_delay-th round, fresh z each time.
             if self._n_updates % self.policy_delay == 0:
                 for _ in range(self.actor_updates):
-                    if not (self.reuse_rl_context and policy.actor_detach):
-                        context = policy.rl_context(obs, window, training=True, detach=policy.actor_detach)
-                    else:
+                    if self.reuse_rl_context and policy.actor_detach:
                         context = context.detach()
+                    else:
+                        context = policy.rl_context(obs, window, training=True, detach=policy.actor_detach)
                     self.critic.requires_grad_(False)  # no critic weight gradients in the actor loss
                     actions_pi, log_prob = self.actor.action_log_prob(net_obs, context)
                     min_qf_pi = th.min(th.cat(self.critic(net_obs, actions_pi, context), dim=1), dim=1, keepdim=True).values

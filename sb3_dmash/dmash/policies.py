@@ -641,11 +641,14 @@ class DMASHPolicy(BasePolicy):
             return RLContext(z=obs[:, self.obs_dim - self.context_obs_dim :])
         assert self.context is not None and window is not None
         with th.set_grad_enabled(th.is_grad_enabled() and not detach):
-            z = self.context.encoder(window, training=training)
-            if self.rl_merge == "hypernet_shared":
-                assert self.context.hypernet is not None
-                return RLContext(adapter=self.context.hypernet(z))
-            return RLContext(z=z)
+            return self.rl_context_from_z(self.context.encoder(window, training=training))
+
+    def rl_context_from_z(self, z: th.Tensor) -> RLContext:
+        """What the actor and the critics read for an inferred z: the shared adapter weights (DMA*-SH) or z itself."""
+        if self.rl_merge == "hypernet_shared":
+            assert self.context is not None and self.context.hypernet is not None
+            return RLContext(adapter=self.context.hypernet(z))
+        return RLContext(z=z)
 
     # ------------------------------------------------------------------ acting
     def act(self, obs: th.Tensor, window: th.Tensor | None, deterministic: bool, training_context: bool = False) -> th.Tensor:
