@@ -151,6 +151,9 @@ def train(name: str, args: argparse.Namespace) -> tuple[dict[str, dict[str, floa
         if checkpoint:
             checkpoint.save(model, {"vector_steps": steps, "minutes": elapsed / 60, **scores})
     if scores is None:  # a finished checkpoint: evaluate it
+        if model.num_timesteps > total:
+            steps = model.num_timesteps // N_ENVS - args.learning_starts
+            print(f"{name}: the checkpoint has {steps} vector steps, more than --vector-steps; scoring it as it is")
         scores = evaluate(model, args)
     env.close()
     return scores, elapsed / 60
