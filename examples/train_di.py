@@ -160,7 +160,8 @@ def train(name: str, args: argparse.Namespace) -> tuple[dict[str, dict[str, floa
 
 
 def plot_histories(directory: Path, algos: list[str], out: Path) -> None:
-    """Per-mode AER against training vector steps, one panel per split: the mean over the seeds in ``directory``."""
+    """Per-mode mean return against training vector steps, one panel per split, averaged over the seeds in
+    ``directory``."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg  # the `analysis` extra
     from matplotlib.figure import Figure
 
@@ -172,10 +173,11 @@ def plot_histories(directory: Path, algos: list[str], out: Path) -> None:
             {r["vector_steps"]: r for r in map(json.loads, path.read_text().splitlines())}
             for path in sorted(directory.glob(f"{name}_seed*_evals.jsonl"))
         ]
-        steps = sorted(set.intersection(*(set(run) for run in runs))) if runs else []
+        # A run still in progress contributes the evaluations it has: the mean is over the seeds that reached a step.
+        steps = sorted(set().union(*runs))
         for ax, split in zip(axes, aib.SPLITS, strict=True):
             for mode, style in (("inverted", "-"), ("nominal", "--")):
-                mean = [np.mean([run[step][split][mode] for run in runs]) for step in steps]
+                mean = [np.mean([run[step][split][mode] for run in runs if step in run]) for step in steps]
                 label = f"{LABELS[name]}, {mode} ({len(runs)} seed{'s' * (len(runs) != 1)})"
                 ax.plot(steps, mean, style, color=f"C{colour}", marker="o", markersize=3, label=label)
     for ax, split in zip(axes, aib.SPLITS, strict=True):
