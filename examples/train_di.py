@@ -74,6 +74,7 @@ class Checkpoint:
 
     def __init__(self, directory: Path, name: str, args: argparse.Namespace) -> None:
         directory.mkdir(parents=True, exist_ok=True)
+        self.name = name
         stem = f"{name}_seed{args.seed}"
         self.model = directory / f"{stem}.zip"
         self.buffer = directory / f"{stem}_replay_buffer.pkl"
@@ -81,7 +82,7 @@ class Checkpoint:
         self.history = directory / f"{stem}_evals.jsonl"
         self.wanted = {key: getattr(args, key) for key in RESUME_KEYS}
 
-    def load(self, name: str, env):
+    def load(self, env):
         """The saved model with its replay buffer, or ``None`` when there is none yet."""
         if not self.model.exists():
             return None
@@ -92,7 +93,7 @@ class Checkpoint:
                     f"{self.model} was trained with --{key.replace('_', '-')} {saved[key]}, not {self.wanted[key]}; "
                     "pass the same value to resume it, or another --checkpoint-dir for a new run"
                 )
-        model = ALGOS[name].load(self.model, env=env, device="cpu")
+        model = ALGOS[self.name].load(self.model, env=env, device="cpu")
         model.load_replay_buffer(self.buffer)
         return model
 
@@ -116,8 +117,13 @@ class Checkpoint:
             history.write(json.dumps(record) + "\n")
 
 
-def evaluate(model, args: argparse.Namespace) -> dict[str, dict[str, float]]:
-    results = aib.evaluate(model, ENV_ID, n_episodes=args.eval_episodes, eval_seed=1_000_000 + args.seed)
+def learning_steps(model, args: argparse.Namespace) -> int:
+    """Vector steps trained after the random ones."""
+    return model.num_timesteps // N_ENVS - args.learning_starts
+
+
+def evaluate(model, args: argparse.Namespace, vec_env) -> dict[str, dict[str, float]]:
+    results = aib.evaluate(model, ENV_ID, n_episodes=args.eval_episodes, eval_seed=1_000_000 + args.seed, vec_env=vec_env)
     return {split: {"aer": float(result.aer), **per_mode(result)} for split, result in results.items()}
 
 
@@ -125,15 +131,15 @@ def train(name: str, args: argparse.Namespace) -> tuple[dict[str, dict[str, floa
     """Train (or resume) one agent to the budget; return its final per-split scores and its training minutes."""
     env = aib.make_vec_env(ENV_ID, "train", n_envs=N_ENVS, seed=args.seed)
     checkpoint = Checkpoint(Path(args.checkpoint_dir), name, args) if args.checkpoint_dir else None
-    model = checkpoint.load(name, env) if checkpoint else None
+    model = checkpoint.load(env) if checkpoint else None
     if model is None:
         model = make_model(name, env, args)
     else:
-        steps = model.num_timesteps // N_ENVS - args.learning_starts
-        print(f"{name}: resumed from {checkpoint.model} at {steps} vector steps", flush=True)
+        print(f"{name}: resumed from {checkpoint.model} at {learning_steps(model, args)} vector steps", flush=True)
     total = (args.learning_starts + args.vector_steps) * N_ENVS
     every = (args.eval_every or args.vector_steps) * N_ENVS
     elapsed = 60 * checkpoint.minutes() if checkpoint else 0.0  # cumulative over resumed calls
+    eval_env = aib.make_eval_vec_env(ENV_ID)  # one 60-env VecEnv for the three splits, reused by every evaluation
     scores = None
     while model.num_timesteps < total:
         # The next evaluation point: a multiple of --eval-every past the random warm-up, or the end of the budget.
@@ -142,8 +148,8 @@ def train(name: str, args: argparse.Namespace) -> tuple[dict[str, dict[str, floa
         start = time.perf_counter()
         model.learn(stop - model.num_timesteps, reset_num_timesteps=False, progress_bar=False)
         elapsed += time.perf_counter() - start
-        scores = evaluate(model, args)
-        steps = model.num_timesteps // N_ENVS - args.learning_starts
+        scores = evaluate(model, args, eval_env)
+        steps = learning_steps(model, args)
         print(
             f"{name} {steps} vector steps ({elapsed / 60:.1f} min): "
             + ", ".join(f"{s} {v['aer']:.1f} (inv {v['inverted']:.1f} / nom {v['nominal']:.1f})" for s, v in scores.items()),
@@ -153,10 +159,11 @@ def train(name: str, args: argparse.Namespace) -> tuple[dict[str, dict[str, floa
             checkpoint.save(model, {"vector_steps": steps, "minutes": elapsed / 60, **scores})
     if scores is None:  # a finished checkpoint: evaluate it
         if model.num_timesteps > total:
-            steps = model.num_timesteps // N_ENVS - args.learning_starts
+            steps = learning_steps(model, args)
             print(f"{name}: the checkpoint has {steps} vector steps, more than --vector-steps; scoring it as it is")
-        scores = evaluate(model, args)
+        scores = evaluate(model, args, eval_env)
     env.close()
+    eval_env.close()
     return scores, elapsed / 60
 
 
