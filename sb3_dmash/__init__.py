@@ -16,6 +16,7 @@ _LAZY = {
     "DMASHPolicy": "sb3_dmash.dmash",
     "MlpPolicy": "sb3_dmash.dmash",
     "HistoryReplayBuffer": "sb3_dmash.common.buffers",
+    "StratifiedReplayBuffer": "sb3_dmash.common.buffers",
 }
 
 
@@ -25,4 +26,4 @@ def __getattr__(name: str) -> Any:
     raise AttributeError(f"module 'sb3_dmash' has no attribute {name!r}")
 
 
-__all__ = ["DMASHSAC", "DMASHPolicy", "HistoryReplayBuffer", "MlpPolicy", "__version__"]
+__all__ = ["DMASHSAC", "DMASHPolicy", "HistoryReplayBuffer", "MlpPolicy", "StratifiedReplayBuffer", "__version__"]

@@ -254,24 +254,53 @@ def run_metadata() -> dict[str, Any]:
 
 # ---------------------------------------------------------------------------------------------------------- one run
 def _default_buffer_size(spec: RunSpec) -> int:
-    """1e5 transitions per context plus their warm-up rows (the paper's), capped by what the run can collect."""
+    """The reference's 1e5 transitions per context (whole episodes), capped by what the run can collect.
+
+    The methods that infer the context also store their K warm-up rows per episode (history only, never sampled), so
+    their columns get room for those on top; the window-free methods write no warm-up rows and get exactly the
+    reference's capacity.
+    """
     from aib.registration import env_info
+    from sb3_dmash.dmash.presets import METHODS
 
     info = env_info(spec.env_id)
+    episodes = -(-100_000 // info.max_episode_steps)
+    if METHODS.get(spec.method, {}).get("context_source") != "inferred":
+        per_column = min(episodes * info.max_episode_steps, spec.learning_starts + spec.budget)
+        return max(per_column, 2) * spec.n_envs
     per_row = (info.max_episode_steps + info.history_len) / info.max_episode_steps
-    paper = spec.n_envs * -(-100_000 // info.max_episode_steps) * (info.max_episode_steps + info.history_len)
+    paper = spec.n_envs * episodes * (info.max_episode_steps + info.history_len)
     needed = int((spec.learning_starts + spec.budget) * spec.n_envs * per_row) + spec.n_envs * (info.history_len + 2)
     return max(min(paper, needed), spec.n_envs * 2)
 
 
-def build_model(spec: RunSpec) -> Any:
-    """The model of a run, on its training VecEnv (sub-env ``i`` runs training context ``i mod 20``)."""
+def _train_env(spec: RunSpec) -> Any:
+    """The training VecEnv of a run: sub-env ``i`` runs training context ``i mod 20``."""
     import aib
 
+    return aib.make_vec_env(spec.env_id, "train", n_envs=spec.n_envs, seed=spec.seed, env_kwargs=_env_kwargs(spec))
+
+
+def _env_kwargs(spec: RunSpec) -> dict[str, Any]:
     env_kwargs = dict(spec.env_kwargs)
     if spec.method in ("concat", "decision_adapter"):
         env_kwargs["context_aware"] = True
-    env = aib.make_vec_env(spec.env_id, "train", n_envs=spec.n_envs, seed=spec.seed, env_kwargs=env_kwargs)
+    return env_kwargs
+
+
+def _algorithm_class(spec: RunSpec) -> type:
+    if spec.method == "sac":
+        from stable_baselines3 import SAC
+
+        return SAC
+    from sb3_dmash.dmash.dmash_sac import DMASHSAC
+
+    return DMASHSAC
+
+
+def build_model(spec: RunSpec) -> Any:
+    """The model of a run, on its training VecEnv (sub-env ``i`` runs training context ``i mod 20``)."""
+    env = _train_env(spec)
     kwargs: dict[str, Any] = {
         "learning_starts": spec.learning_starts * spec.n_envs,
         "buffer_size": _default_buffer_size(spec),
@@ -281,16 +310,13 @@ def build_model(spec: RunSpec) -> Any:
         "verbose": 0,
         "device": "cpu",
     }
+    algorithm = _algorithm_class(spec)
     if spec.method == "sac":
-        from stable_baselines3 import SAC
-
         kwargs["batch_size"] = 240
         policy_kwargs = {k: v for k, v in spec.policy_kwargs.items() if k == "net_arch"}
-        return SAC("MlpPolicy", env, **{**kwargs, **spec.hyperparams, "policy_kwargs": policy_kwargs})
-    from sb3_dmash.dmash.dmash_sac import DMASHSAC
-
+        return algorithm("MlpPolicy", env, **{**kwargs, **spec.hyperparams, "policy_kwargs": policy_kwargs})
     kwargs["batch_size"] = 256
-    return DMASHSAC(
+    return algorithm(
         "MlpPolicy", env, method=spec.method, **{**kwargs, **spec.hyperparams, "policy_kwargs": dict(spec.policy_kwargs)}
     )
 
@@ -307,48 +333,99 @@ def _limit_threads() -> None:
     tune_malloc()
 
 
-def train_and_evaluate(spec: RunSpec, model_path: str | None = None) -> list[dict[str, Any]]:
-    """Train and evaluate one run; return its table rows (without the run's metadata columns).
+class RunDiverged(FloatingPointError):
+    """A run stopped on a non-finite loss, parameter or action; ``records`` holds its evaluations before that."""
+
+    def __init__(self, reason: str, records: list[dict[str, Any]], elapsed_s: float) -> None:
+        super().__init__(reason)
+        self.records = records
+        self.elapsed_s = elapsed_s
+
+
+def _checkpoint_callback(checkpoint: Any, elapsed_before: float) -> Any:
+    """After each evaluation but the final one: snapshot the run with its evaluation history and elapsed time."""
+    from stable_baselines3.common.callbacks import BaseCallback
+
+    class CheckpointAfterEval(BaseCallback):
+        def __init__(self) -> None:
+            super().__init__()
+            self.started = time.time()
+
+        def _on_step(self) -> bool:
+            if self.model.num_timesteps < self.model._total_timesteps:  # the final evaluation ends the run instead
+                history = {
+                    "records": self.parent.records,  # type: ignore[union-attr]
+                    "evaluated_steps": self.parent.evaluated_steps,  # type: ignore[union-attr]
+                    "elapsed_s": elapsed_before + time.time() - self.started,
+                }
+                checkpoint.save(self.model, history)
+            return True
+
+    return CheckpointAfterEval()
+
+
+def train_and_evaluate(
+    spec: RunSpec, model_path: str | None = None, checkpoint_dir: str | None = None
+) -> tuple[list[dict[str, Any]], float]:
+    """Train and evaluate one run; return its table rows (without the run's metadata columns) and its training time.
 
     :param spec: the run.
     :param model_path: where to save the trained model (``model.save``), or ``None``.
+    :param checkpoint_dir: snapshot the run there after every evaluation and, if a snapshot is there already, resume
+        from it exactly (:class:`~sb3_dmash.run_checkpoint.RunCheckpoint`): the resumed run produces the same
+        evaluations as an uninterrupted one.
+    :raises RunDiverged: on a non-finite loss, parameter or action.
     """
     import warnings
 
     from sb3_dmash.common.callbacks import AIBEvalCallback
+    from sb3_dmash.run_checkpoint import RunCheckpoint
 
     _limit_threads()
     # SB3's make_vec_env asks every env for render_mode="rgb_array", which the AIB envs do not list: noise in a sweep
     warnings.filterwarnings("ignore", message=".*render_mode='rgb_array'.*")
-    model = build_model(spec)
-    eval_env_kwargs = dict(spec.env_kwargs)
-    if spec.method in ("concat", "decision_adapter"):
-        eval_env_kwargs["context_aware"] = True
+    checkpoint = RunCheckpoint(checkpoint_dir) if checkpoint_dir is not None else None
+    history: dict[str, Any] = {"records": [], "evaluated_steps": [], "elapsed_s": 0.0}
+    if checkpoint is not None and checkpoint.exists():
+        model, history = checkpoint.load(_algorithm_class(spec), _train_env(spec), device="cpu")
+    else:
+        model = build_model(spec)
     callback = AIBEvalCallback(
         spec.env_id,
         eval_every=spec.eval_every,
         splits=spec.splits,
         n_episodes=spec.eval_episodes,
         eval_seed=1_000_000 + spec.seed,
-        env_kwargs=eval_env_kwargs,
+        env_kwargs=_env_kwargs(spec),
         learning_starts=spec.learning_starts,
         schedule=spec.eval_schedule,
+        callback_after_eval=None if checkpoint is None else _checkpoint_callback(checkpoint, history["elapsed_s"]),
     )
-    model.learn((spec.learning_starts + spec.budget) * spec.n_envs, callback=callback)
+    callback.restore(history["records"], history["evaluated_steps"])
+    total = (spec.learning_starts + spec.budget) * spec.n_envs
+    start = time.time()
+    try:
+        model.learn(total - model.num_timesteps, callback=callback, reset_num_timesteps=model.num_timesteps == 0)
+    except FloatingPointError as exc:  # DivergenceError (training) or aib.NonFiniteActionError (evaluation)
+        raise RunDiverged(
+            f"{type(exc).__name__}: {exc}", callback.records, history["elapsed_s"] + time.time() - start
+        ) from exc
     if model_path is not None:
         Path(model_path).parent.mkdir(parents=True, exist_ok=True)
         model.save(model_path)
     model.env.close()
-    return callback.records
+    return callback.records, history["elapsed_s"] + time.time() - start
 
 
-def execute(spec_dict: Mapping[str, Any], model_dir: str | None = None) -> dict[str, Any]:
-    """Run one spec and return its payload (status ``"ok"`` with records, or ``"error"`` with the traceback).
+def execute(spec_dict: Mapping[str, Any], model_dir: str | None = None, checkpoint_dir: str | None = None) -> dict[str, Any]:
+    """Run one spec and return its payload: status ``"ok"`` with records, ``"diverged"`` with the reason and the
+    evaluations before it, or ``"error"`` with the traceback.
 
     Never raises for a failing run: the caller writes the payload. Used by every backend.
 
     :param spec_dict: the run (:meth:`RunSpec.to_dict`).
     :param model_dir: save the trained model as ``<model_dir>/<run_id>.zip``, or ``None``.
+    :param checkpoint_dir: keep the run's in-run checkpoints in ``<checkpoint_dir>/<run_id>/`` and resume from them.
     """
     spec = RunSpec.from_dict(spec_dict)
     meta = run_metadata()
@@ -356,22 +433,36 @@ def execute(spec_dict: Mapping[str, Any], model_dir: str | None = None) -> dict[
     payload: dict[str, Any] = {"run_id": spec.run_id, "spec": spec.to_dict(), "meta": meta, "pid": os.getpid()}
     try:
         model_path = None if model_dir is None else str(Path(model_dir) / f"{spec.run_id}.zip")
-        records = train_and_evaluate(spec, model_path)
+        run_checkpoints = None if checkpoint_dir is None else str(Path(checkpoint_dir) / spec.run_id)
+        records, duration = train_and_evaluate(spec, model_path, run_checkpoints)
+    except RunDiverged as exc:
+        payload.update(status="diverged", reason=str(exc), records=exc.records, duration_s=exc.elapsed_s)
     except Exception as exc:  # KeyboardInterrupt and SystemExit stop the sweep instead
-        payload.update(status="error", error=f"{type(exc).__name__}: {exc}", traceback=traceback.format_exc())
+        payload.update(
+            status="error",
+            error=f"{type(exc).__name__}: {exc}",
+            traceback=traceback.format_exc(),
+            duration_s=time.time() - start,
+        )
     else:
-        payload.update(status="ok", records=records)
-    payload["duration_s"] = time.time() - start
+        payload.update(status="ok", records=records, duration_s=duration)
     return payload
 
 
 # ---------------------------------------------------------------------------------------------------------- files
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 def atomic_write_text(path: str | os.PathLike, text: str) -> None:
     """Write ``text`` to ``path`` atomically: a temporary file in the same folder, fsync, then ``os.replace``."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        os.fchmod(fd, 0o666 & ~_umask())  # mkstemp creates 0600; the files of a study follow the umask like any other
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             f.write(text)
             f.flush()
@@ -397,16 +488,38 @@ def _run_path(out: Path, run_id: str, error: bool = False) -> Path:
     return out / "runs" / (f"{run_id}.error.json" if error else f"{run_id}.json")
 
 
+FINISHED_STATUSES = ("ok", "diverged")
+"""A run with one of these statuses is never redone: ``"diverged"`` would diverge again with the same seed."""
+
+
 def load_run(out: str | os.PathLike, spec: RunSpec) -> dict[str, Any] | None:
-    """The finished payload of ``spec`` in ``out``, or ``None`` (missing, unreadable, or for another spec)."""
+    """The finished payload of ``spec`` in ``out`` (``ok`` or ``diverged``), or ``None`` (missing, unreadable, or for
+    another spec)."""
     path = _run_path(Path(out), spec.run_id)
     try:
         payload = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return None
-    if payload.get("status") != "ok" or payload.get("spec") != spec.to_dict():
+    if payload.get("status") not in FINISHED_STATUSES or payload.get("spec") != spec.to_dict():
         return None
     return payload
+
+
+def finished_runs(out: str | os.PathLike) -> list[dict[str, Any]]:
+    """Every finished run payload in ``out/runs`` (``ok`` and ``diverged``), whatever invocation produced it, sorted by
+    env, method and seed."""
+    payloads = []
+    for path in sorted((Path(out) / "runs").glob("*.json")):
+        if path.name.endswith(".error.json"):
+            continue
+        try:
+            payload = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            continue
+        if payload.get("status") in FINISHED_STATUSES and "spec" in payload:
+            payloads.append(payload)
+    payloads.sort(key=lambda p: (p["spec"]["env_id"], p["spec"]["method"], p["spec"]["seed"], p["run_id"]))
+    return payloads
 
 
 def load_error(out: str | os.PathLike, spec: RunSpec) -> dict[str, Any] | None:
@@ -417,9 +530,9 @@ def load_error(out: str | os.PathLike, spec: RunSpec) -> dict[str, Any] | None:
 
 
 def write_payload(out: str | os.PathLike, payload: Mapping[str, Any]) -> Path:
-    """Store a run's payload atomically; a success removes an earlier error file of the run."""
+    """Store a run's payload atomically; a finished run removes an earlier error file of the run."""
     out = Path(out)
-    error = payload["status"] != "ok"
+    error = payload["status"] not in FINISHED_STATUSES
     path = _run_path(out, payload["run_id"], error=error)
     atomic_write_text(path, json.dumps(payload, sort_keys=True, indent=1) + "\n")
     if not error:
@@ -482,14 +595,32 @@ def write_tables(out: str | os.PathLike, rows: Sequence[Mapping[str, Any]]) -> N
     atomic_write_text(Path(out) / "results.jsonl", "".join(json.dumps(dict(r), sort_keys=True) + "\n" for r in rows))
 
 
-def collect_rows(out: str | os.PathLike, specs: Sequence[RunSpec]) -> list[dict[str, Any]]:
-    """The rows of every finished run of ``specs`` in ``out``, in grid order."""
+def collect_rows(out: str | os.PathLike) -> list[dict[str, Any]]:
+    """The rows of every run of ``out`` that finished with status ``ok``, whatever invocation produced it.
+
+    Diverged runs have no rows: their evaluations (if any) are kept in their run files and listed by the report, but
+    never enter a table or an aggregate.
+    """
     rows: list[dict[str, Any]] = []
-    for spec in specs:
-        payload = load_run(out, spec)
-        if payload is not None:
+    for payload in finished_runs(out):
+        if payload["status"] == "ok":
             rows.extend(payload_rows(payload))
     return rows
+
+
+def diverged_runs(out: str | os.PathLike) -> list[dict[str, Any]]:
+    """``{"run_id", "env", "method", "seed", "reason"}`` of each diverged run of ``out``."""
+    return [
+        {
+            "run_id": p["run_id"],
+            "env": env_key(p["spec"]["env_id"], p["spec"].get("env_kwargs")),
+            "method": p["spec"]["method"],
+            "seed": p["spec"]["seed"],
+            "reason": p.get("reason", ""),
+        }
+        for p in finished_runs(out)
+        if p["status"] == "diverged"
+    ]
 
 
 # ---------------------------------------------------------------------------------------------------------- backends
@@ -516,20 +647,20 @@ def _run_local(
     on_payload: Callable[[dict[str, Any]], None],
     progress: Any,
     model_dir: str | None = None,
+    checkpoint_dir: str | None = None,
 ) -> None:
     if workers <= 1:
         for spec in pending:
             progress.set_postfix_str(f"{spec.env} {spec.method} seed {spec.seed}", refresh=True)
-            on_payload(execute(spec.to_dict(), model_dir))
+            on_payload(execute(spec.to_dict(), model_dir, checkpoint_dir))
         return
     import multiprocessing as mp
     from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 
     ctx = mp.get_context("spawn")  # no forked torch / thread state
-    with ProcessPoolExecutor(
-        max_workers=workers, mp_context=ctx, initializer=_pool_initializer, initargs=(os.getpid(),)
-    ) as pool:
-        futures = {pool.submit(execute, spec.to_dict(), model_dir): spec for spec in pending}
+    pool = ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_pool_initializer, initargs=(os.getpid(),))
+    try:
+        futures = {pool.submit(execute, spec.to_dict(), model_dir, checkpoint_dir): spec for spec in pending}
         remaining = set(futures)
         while remaining:
             done, remaining = wait(remaining, return_when=FIRST_COMPLETED)
@@ -540,6 +671,13 @@ def _run_local(
                 except BaseException as exc:  # the worker process died (segfault, OOM kill)
                     payload = _crash_payload(spec, exc)
                 on_payload(payload)
+    except KeyboardInterrupt:
+        # Stop the runs in progress now (their checkpoints keep them) instead of waiting hours for them to finish
+        for process in list(getattr(pool, "_processes", {}).values()):
+            process.terminate()
+        pool.shutdown(wait=False, cancel_futures=True)
+        raise
+    pool.shutdown()
 
 
 def _crash_payload(spec: RunSpec, exc: BaseException) -> dict[str, Any]:
@@ -559,6 +697,7 @@ def _run_ray(
     address: str | None,
     on_payload: Callable[[dict[str, Any]], None],
     model_dir: str | None = None,
+    checkpoint_dir: str | None = None,
 ) -> None:
     try:
         import ray
@@ -576,7 +715,7 @@ def _run_ray(
         started = True
     try:
         remote = ray.remote(num_cpus=1, max_retries=0)(execute)
-        futures = {remote.remote(spec.to_dict(), model_dir): spec for spec in pending}
+        futures = {remote.remote(spec.to_dict(), model_dir, checkpoint_dir): spec for spec in pending}
         remaining = list(futures)
         while remaining:
             done, remaining = ray.wait(remaining, num_returns=1)
@@ -633,6 +772,7 @@ class GridSummary:
     finished: list[str]
     failed: dict[str, str]  # run id -> traceback
     rows: list[dict[str, Any]]
+    diverged: dict[str, str] = dataclasses.field(default_factory=dict)  # run id -> reason (this grid's runs)
 
     @property
     def ok(self) -> bool:
@@ -641,8 +781,11 @@ class GridSummary:
     def format(self) -> str:
         lines = [
             f"{self.total} runs in {self.out}: {len(self.skipped)} already finished, {len(self.finished)} finished now, "
-            f"{len(self.failed)} failed; {len(self.rows)} rows in {self.out / 'results.csv'}"
+            f"{len(self.failed)} failed, {len(self.diverged)} diverged; {len(self.rows)} rows in "
+            f"{self.out / 'results.csv'} (every finished run of the folder; diverged runs are left out)"
         ]
+        for run_id, reason in self.diverged.items():
+            lines.append(f"DIVERGED {run_id}: {reason}")
         for run_id, tb in self.failed.items():
             lines.append(f"FAILED {run_id}:")
             lines.extend("    " + line for line in tb.rstrip().splitlines())
@@ -670,8 +813,12 @@ def run_grid(
     progress: bool = True,
     command: str | None = None,
     save_models: bool = False,
+    checkpoints: bool = True,
 ) -> GridSummary:
     """Run (or resume) the grid envs x methods x seeds and write the results table into ``out``.
+
+    Runs start seed by seed (all methods of seed 0 on an env, then seed 1...), so that a study stopped early holds
+    comparable seeds of every method. One driver per folder: a second one is refused while the first runs.
 
     :param envs: AIB ids (``"AIB-ODE-v0:k=5"`` for env kwargs).
     :param methods: ``DMASHSAC`` methods (``dmash``, ``dma_star``, ``dma``, ``dma_pearl``, ``concat``,
@@ -696,7 +843,11 @@ def run_grid(
     :param save_models: save each model trained by this invocation as ``<out>/models/<run_id>.zip`` (for
         ``sb3-dmash diagnose`` or ``rl_zoo3.enjoy``). Runs finished before are not retrained for it. With Ray on a
         cluster, ``out`` must be on a file system that the workers share.
+    :param checkpoints: snapshot each run after every evaluation in ``<out>/checkpoints/<run_id>/`` and resume an
+        interrupted run from there, exactly (removed when the run has finished). With Ray on a cluster they need a
+        shared file system too.
     :return: a :class:`GridSummary`; ``summary.ok`` is False when a run crashed.
+    :raises KeyboardInterrupt: after printing how many runs have finished and how to resume.
     """
     if backend not in ("local", "ray"):
         raise ValueError(f"backend={backend!r} is not allowed; expected 'local' or 'ray'")
@@ -720,6 +871,24 @@ def run_grid(
     )
     out = Path(out)
     (out / "runs").mkdir(parents=True, exist_ok=True)
+    with FolderLock(out):
+        return _run_locked_grid(
+            specs, out, workers, backend, address, retry_failed, progress, command, save_models, checkpoints
+        )
+
+
+def _run_locked_grid(
+    specs: list[RunSpec],
+    out: Path,
+    workers: int,
+    backend: str,
+    address: str | None,
+    retry_failed: bool,
+    progress: bool,
+    command: str | None,
+    save_models: bool,
+    checkpoints: bool,
+) -> GridSummary:
     meta = {
         **run_metadata(),
         "command": command if command is not None else " ".join([os.path.basename(sys.argv[0]), *sys.argv[1:]]),
@@ -732,10 +901,20 @@ def run_grid(
         out / "grid.json",
         json.dumps({"meta": meta, "runs": [{"run_id": s.run_id, **s.to_dict()} for s in specs]}, indent=1) + "\n",
     )
-    skipped = [s.run_id for s in specs if load_run(out, s) is not None]
+    finished_before = {s.run_id: load_run(out, s) for s in specs}
+    skipped = [run_id for run_id, payload in finished_before.items() if payload is not None]
+    diverged = {
+        run_id: payload.get("reason", "")
+        for run_id, payload in finished_before.items()
+        if payload is not None and payload["status"] == "diverged"
+    }
     failed_before = {s.run_id for s in specs if s.run_id not in skipped and load_error(out, s) is not None}
     pending = [s for s in specs if s.run_id not in skipped and (retry_failed or s.run_id not in failed_before)]
+    # Seed by seed within each env, so that an early stop leaves every method with the same seeds
+    env_rank = {env: i for i, env in enumerate(dict.fromkeys(s.env for s in specs))}
+    pending.sort(key=lambda s: (env_rank[s.env], s.seed))
     model_dir = str(out.resolve() / "models") if save_models else None
+    checkpoint_dir = str(out.resolve() / "checkpoints") if checkpoints else None
     failed: dict[str, str] = {}
     for spec in specs:
         if spec.run_id in failed_before and spec not in pending:
@@ -745,26 +924,84 @@ def run_grid(
 
     def on_payload(payload: dict[str, Any]) -> None:
         write_payload(out, payload)
-        if payload["status"] == "ok":
-            finished.append(payload["run_id"])
-            failed.pop(payload["run_id"], None)
-            write_tables(out, collect_rows(out, specs))
+        run_id = payload["run_id"]
+        if payload["status"] in FINISHED_STATUSES:
+            finished.append(run_id)
+            failed.pop(run_id, None)
+            write_tables(out, collect_rows(out))
+            if checkpoint_dir is not None:  # the results are stored: the snapshots are no longer needed
+                from sb3_dmash.run_checkpoint import RunCheckpoint
+
+                RunCheckpoint(Path(checkpoint_dir) / run_id).remove()
+            if payload["status"] == "diverged":
+                diverged[run_id] = payload.get("reason", "")
+                bar.write(f"run {run_id} DIVERGED: {payload.get('reason')}", file=sys.stderr)
         else:
-            failed[payload["run_id"]] = payload.get("traceback", payload.get("error", ""))
-            bar.write(f"run {payload['run_id']} FAILED: {payload.get('error')}", file=sys.stderr)
+            failed[run_id] = payload.get("traceback", payload.get("error", ""))
+            bar.write(f"run {run_id} FAILED: {payload.get('error')}", file=sys.stderr)
         bar.update(1)
 
     try:
         if pending:
             if backend == "ray":
-                _run_ray(pending, workers, address, on_payload, model_dir)
+                _run_ray(pending, workers, address, on_payload, model_dir, checkpoint_dir)
             else:
-                _run_local(pending, workers, on_payload, bar, model_dir)
+                _run_local(pending, workers, on_payload, bar, model_dir, checkpoint_dir)
+    except KeyboardInterrupt:
+        bar.close()
+        done = sum(load_run(out, s) is not None for s in specs)
+        print(
+            f"\ninterrupted: {done} of {len(specs)} runs finished in {out}; run the same command again to resume"
+            + (" (runs in progress continue from their last evaluation)" if checkpoints else ""),
+            file=sys.stderr,
+            flush=True,
+        )
+        raise
     finally:
         bar.close()
-    rows = collect_rows(out, specs)
+    rows = collect_rows(out)
     write_tables(out, rows)
-    return GridSummary(out, len(specs), skipped, finished, failed, rows)
+    return GridSummary(out, len(specs), skipped, finished, failed, rows, diverged)
+
+
+class FolderInUseError(RuntimeError):
+    """Another driver is running a grid in this output folder."""
+
+
+class FolderLock:
+    """Exclusive use of a bench output folder by one driver (``<out>/.lock``, an OS lock released when the process
+    ends, however it ends). A second driver is refused with the first one's pid, host, start time and command."""
+
+    def __init__(self, out: str | os.PathLike) -> None:
+        self.path = Path(out) / ".lock"
+        self._fd: int | None = None
+
+    def __enter__(self) -> FolderLock:
+        import fcntl
+
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o666)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 4096, 0).decode("utf-8", "replace").strip() or "unknown"
+            os.close(fd)
+            raise FolderInUseError(
+                f"{self.path.parent} is in use by another sb3-dmash bench driver ({holder}); two drivers on one folder "
+                "would train the same runs twice. Wait for it to finish (or stop it), or pass another --out."
+            ) from None
+        info = f"pid {os.getpid()} on {platform.node()}, started {time.strftime('%Y-%m-%d %H:%M:%S')}: " + " ".join(
+            [os.path.basename(sys.argv[0]), *sys.argv[1:]]
+        )
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, info.encode(), 0)
+        self._fd = fd
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        if self._fd is not None:
+            os.ftruncate(self._fd, 0)
+            os.close(self._fd)  # releases the lock
+            self._fd = None
 
 
 def load_results(path: str | os.PathLike) -> list[dict[str, Any]]:

@@ -83,6 +83,11 @@ def _bench_parser(sub: Any) -> None:
     p.add_argument("--no-retry-failed", action="store_true", help="keep runs that crashed before as failed")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--save-models", action="store_true", help="save each trained model as OUT/models/<run_id>.zip")
+    p.add_argument(
+        "--no-checkpoints",
+        action="store_true",
+        help="no in-run checkpoints (by default each run is saved after every evaluation and resumes from there exactly)",
+    )
 
 
 def _bench(args: argparse.Namespace) -> int:
@@ -126,6 +131,7 @@ def _bench(args: argparse.Namespace) -> int:
         progress=not args.no_progress,
         command=" ".join(["sb3-dmash", *sys.argv[1:]]),
         save_models=args.save_models,
+        checkpoints=not args.no_checkpoints,
     )
     print(summary.format())
     return 0 if summary.ok else 1
@@ -227,11 +233,15 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    from sb3_dmash.bench import FolderInUseError
+
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
         return {"bench": _bench, "report": _report, "diagnose": _diagnose}[args.command](args)
-    except (ValueError, argparse.ArgumentTypeError, FileNotFoundError) as exc:
+    except KeyboardInterrupt:
+        return 130  # the command said what was kept and how to resume; no traceback
+    except (ValueError, argparse.ArgumentTypeError, FileNotFoundError, FolderInUseError) as exc:
         parser.exit(2, f"sb3-dmash {args.command}: error: {exc}\n")
     return 2  # pragma: no cover
 

@@ -239,3 +239,99 @@ def test_save_models_writes_the_trained_model(tmp_path):
     model_file.unlink()
     assert cli.main([*args, "--save-models"]) == 0
     assert not model_file.exists()
+
+
+def test_in_run_checkpoint_resumes_exactly(tmp_path, monkeypatch):
+    """A run killed right after its second in-run checkpoint resumes from it: same evaluations, same final weights."""
+    import torch as th
+
+    from sb3_dmash import DMASHSAC
+    from sb3_dmash.run_checkpoint import RunCheckpoint
+
+    # DI episodes last 100 steps: the resume point (learning step 60) is mid-episode, and a warm-up and an episode end
+    # follow it before the end of the run
+    spec = bench.RunSpec(
+        env_id="AIB-DI-v0", method="dmash", seed=0, budget=180, learning_starts=100, eval_every=60, eval_episodes=1,
+        splits=("eval_out",), policy_kwargs=GRID["policy_kwargs"], hyperparams=GRID["hyperparams"],
+    )  # fmt: skip
+    reference, _ = bench.train_and_evaluate(spec, str(tmp_path / "reference.zip"), str(tmp_path / "ckpt_reference"))
+
+    save, saves = RunCheckpoint.save, []
+
+    def save_then_die(self, model, extra=None):
+        path = save(self, model, extra)
+        saves.append(model.num_timesteps)
+        if len(saves) == 2:
+            raise KeyboardInterrupt("killed")  # everything in memory is lost; only the files remain
+        return path
+
+    monkeypatch.setattr(RunCheckpoint, "save", save_then_die)
+    with pytest.raises(KeyboardInterrupt):
+        bench.train_and_evaluate(spec, str(tmp_path / "resumed.zip"), str(tmp_path / "ckpt"))
+    assert saves == [100 * 20, 160 * 20] and RunCheckpoint(tmp_path / "ckpt").exists()
+    monkeypatch.setattr(RunCheckpoint, "save", save)
+    resumed, _ = bench.train_and_evaluate(spec, str(tmp_path / "resumed.zip"), str(tmp_path / "ckpt"))
+
+    assert [r["step"] for r in resumed] == [0, 60, 120, 180]
+    assert resumed == reference
+    a, b = (DMASHSAC.load(tmp_path / name, device="cpu") for name in ("reference.zip", "resumed.zip"))
+    assert a.num_timesteps == b.num_timesteps and a._n_updates == b._n_updates
+    for (name, x), y in zip(a.policy.state_dict().items(), b.policy.state_dict().values(), strict=True):
+        assert th.equal(x, y), name
+
+
+def test_checkpoints_are_removed_once_the_run_is_stored(tmp_path):
+    out = tmp_path / "bench"
+    args = dict(GRID, eval_schedule="every", budget=8, eval_every=4, splits=("eval_out",))
+    summary = bench.run_grid(["AIB-DI-v0"], ["dr"], [0], out, progress=False, **args)
+    assert summary.ok and not any((out / "checkpoints").glob("*/LATEST"))
+
+
+def test_tables_keep_the_runs_of_every_invocation(tmp_path):
+    out = tmp_path / "bench"
+    args = dict(GRID, splits=("eval_out",))
+    bench.run_grid(["AIB-DI-v0"], ["dr"], [0], out, progress=False, **args)
+    summary = bench.run_grid(["AIB-DI-v0"], ["dr"], [1], out, progress=False, **args)
+    assert {r["seed"] for r in summary.rows} == {0, 1}
+    assert {r["seed"] for r in bench.load_results(out)} == {0, 1}
+    assert {r["seed"] for r in bench.load_results(out / "results.csv")} == {0, 1}
+
+
+def test_a_second_driver_is_refused(tmp_path):
+    out = tmp_path / "bench"
+    out.mkdir()
+    with bench.FolderLock(out):
+        with pytest.raises(bench.FolderInUseError, match=rf"in use by another sb3-dmash bench driver \(pid {os.getpid()}"):
+            bench.run_grid(["AIB-DI-v0"], ["dr"], [0], out, progress=False, **GRID)
+        proc = run_cli([*CLI_ARGS, "--out", str(out)])
+        output, _ = proc.communicate(timeout=120)
+        assert proc.returncode == 2 and "in use by another sb3-dmash bench driver" in output
+        assert "Traceback" not in output
+    assert not (out / "runs").exists() or not list((out / "runs").iterdir())
+    with bench.FolderLock(out):  # released when its holder is done
+        pass
+
+
+def test_files_follow_the_umask(tmp_path):
+    old = os.umask(0o022)
+    try:
+        bench.atomic_write_text(tmp_path / "a.json", "{}")
+    finally:
+        os.umask(old)
+    assert (tmp_path / "a.json").stat().st_mode & 0o777 == 0o644
+
+
+def test_ctrl_c_says_how_to_resume(tmp_path):
+    out = tmp_path / "bench"
+    args = [*CLI_ARGS, "--out", str(out)]
+    args[args.index("--budget") + 1] = "400"
+    args[args.index("--eval-every") + 1] = "40"
+    proc = run_cli(args)
+    deadline = time.time() + 240
+    while time.time() < deadline and not list((out / "checkpoints").glob("*/LATEST")):
+        time.sleep(0.1)
+    os.killpg(proc.pid, signal.SIGINT)  # what Ctrl-C sends to the terminal's process group
+    output, _ = proc.communicate(timeout=120)
+    assert proc.returncode == 130, output
+    assert "0 of 8 runs finished" in output and "run the same command again to resume" in output
+    assert "Traceback" not in output

@@ -494,3 +494,59 @@ def test_with_sb3_sac_and_replay_buffer_save_load(tmp_path):
     model.load_replay_buffer(tmp_path / "replay")
     assert isinstance(model.replay_buffer, HistoryReplayBuffer)
     _assert_same_buffer(buffer, model.replay_buffer)
+
+
+@pytest.mark.parametrize("method", ["dr", "concat", "decision_adapter"])
+def test_window_free_presets_sample_12_per_context(method):
+    """The reference draws 12 from each of its 20 per-context buffers (240); the window-free presets do the same."""
+    import aib
+    from sb3_dmash import DMASHSAC, StratifiedReplayBuffer
+
+    env_kwargs = {"context_aware": True} if method != "dr" else {}
+    env = aib.make_vec_env("AIB-DI-v0", "train", n_envs=20, seed=0, env_kwargs=env_kwargs)
+    model = DMASHSAC("MlpPolicy", env, method=method, batch_size=256, buffer_size=20 * 50, learning_starts=20 * 30, seed=0)
+    assert type(model.replay_buffer) is StratifiedReplayBuffer and model.replay_buffer.stratified
+    model.learn(20 * 30)
+    # Mark each row with its column: the observation's first entry becomes the column index
+    model.replay_buffer.observations[:, :, 0] = np.arange(20)[None, :]
+    samples = model.replay_buffer.sample(256)
+    assert samples.observations.shape[0] == 240
+    np.testing.assert_array_equal(np.bincount(samples.observations[:, 0].long().numpy(), minlength=20), np.full(20, 12))
+
+
+def test_stratified_buffer_is_sb3_buffer_without_stratification():
+    from stable_baselines3.common.type_aliases import ReplayBufferSamples
+
+    from sb3_dmash import StratifiedReplayBuffer
+
+    obs_space = spaces.Box(-1, 1, (OBS_DIM,), np.float32)
+    act_space = spaces.Box(-1, 1, (ACT_DIM,), np.float32)
+    for memory in (False, True):
+        buffer = StratifiedReplayBuffer(60, obs_space, act_space, "cpu", n_envs=3, optimize_memory_usage=memory)
+        for i in range(25):  # wraps around (20 rows per column)
+            obs = np.full((3, OBS_DIM), i, np.float32)
+            buffer.add(obs, obs + 1, np.zeros((3, ACT_DIM), np.float32), np.full(3, float(i)), np.zeros(3), [{}] * 3)
+        samples = buffer.sample(30)
+        assert isinstance(samples, ReplayBufferSamples) and samples.observations.shape[0] == 30
+        assert th.equal(samples.next_observations[:, 0], samples.observations[:, 0] + 1)  # valid next observations
+        assert th.equal(samples.rewards[:, 0], samples.observations[:, 0])
+    buffer.stratified = False
+    assert buffer.sample(2).observations.shape[0] == 2
+    empty = StratifiedReplayBuffer(60, obs_space, act_space, "cpu", n_envs=3)
+    with pytest.raises(ValueError, match="empty"):
+        empty.sample(3)
+    row = np.zeros((3, OBS_DIM), np.float32)
+    empty.add(row, row, np.zeros((3, ACT_DIM), np.float32), np.zeros(3), np.zeros(3), [{}] * 3)
+    with pytest.raises(ValueError, match="batch_size >= n_envs"):
+        empty.sample(2)
+
+
+def test_bench_capacity_is_1e5_per_context():
+    """In bench runs every column keeps the reference's 1e5 real transitions; windowed methods get warm-up room on top."""
+    from sb3_dmash.bench import RunSpec, _default_buffer_size
+
+    free = RunSpec(env_id="AIB-DI-v0", method="dr", seed=0, budget=100_000)
+    assert _default_buffer_size(free) == 20 * 100_000
+    assert _default_buffer_size(RunSpec(env_id="AIB-DI-v0", method="concat", seed=0, budget=1_000)) == 20 * 6_000
+    windowed = RunSpec(env_id="AIB-DI-v0", method="dmash", seed=0, budget=100_000)
+    assert _default_buffer_size(windowed) == 20 * 1_000 * (100 + 24)  # 1,000 episodes of T + K rows

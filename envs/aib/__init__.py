@@ -39,6 +39,7 @@ _LAZY = {
     "evaluate": "aib.evaluation",
     "SplitResult": "aib.evaluation",
     "make_eval_vec_env": "aib.evaluation",
+    "NonFiniteActionError": "aib.evaluation",
 }
 
 
@@ -59,6 +60,7 @@ __all__ = [
     "ContextSplit",
     "ContextVariable",
     "EnvInfo",
+    "NonFiniteActionError",
     "SplitResult",
     "context_variables",
     "default_context",

@@ -35,6 +35,21 @@ EVAL_SEED_OFFSET = 1_000_000
 """``eval_seed`` defaults to ``EVAL_SEED_OFFSET + run seed``."""
 
 
+class NonFiniteActionError(FloatingPointError):
+    """The evaluated model returned a NaN or infinite action: its weights have diverged, so it cannot be scored."""
+
+
+def _check_actions(actions: Any, phase: str) -> Any:
+    values = np.asarray(actions)
+    if values.dtype.kind in "fc" and not np.isfinite(values).all():
+        bad = np.flatnonzero(~np.isfinite(values).reshape(len(values), -1).all(axis=1))
+        raise NonFiniteActionError(
+            f"the model returned non-finite actions for sub-envs {bad[:10].tolist()} during the {phase} "
+            f"(first: {values[bad[0]].tolist()}); its weights have probably diverged (NaN), so it cannot be scored"
+        )
+    return actions
+
+
 @dataclasses.dataclass
 class SplitResult:
     """Returns of one split: ``returns[i, e]`` is the scored episode ``e`` of context ``i``.
@@ -204,6 +219,7 @@ def evaluate(
         (callbacks); default: build one and close it.
     :param warmup_steps: K (default: ``model.history_len``, else the env's K).
     :return: ``{split: SplitResult}`` in the order of ``splits``.
+    :raises NonFiniteActionError: when the model returns a NaN or infinite action (diverged weights).
     """
     splits = _check_splits(splits)
     if isinstance(n_episodes, bool) or not isinstance(n_episodes, (int, np.integer)) or n_episodes < 1:
@@ -237,7 +253,7 @@ def evaluate(
                 warmup_contexts = check(vec_env.reset_infos, "warm-up reset")
                 for _ in range(steps):
                     actions, state = model.predict(obs, state=state, episode_start=starts, deterministic=deterministic)
-                    obs, _, _, infos = vec_env.step(actions)
+                    obs, _, _, infos = vec_env.step(_check_actions(actions, "warm-up"))
                     check(infos, "warm-up")
                     starts = not_started
                 if state is not None:
@@ -252,7 +268,7 @@ def evaluate(
             done = np.zeros(n, dtype=bool)
             while not done.all():
                 actions, state = model.predict(obs, state=state, episode_start=starts, deterministic=deterministic)
-                obs, rewards, dones, infos = vec_env.step(actions)
+                obs, rewards, dones, infos = vec_env.step(_check_actions(actions, "scored episode"))
                 check(infos, "scored episode")
                 returns[:, episode] += np.where(done, 0.0, rewards)
                 done |= dones

@@ -1,4 +1,10 @@
-"""Replay buffer that gathers, at sample time, the window of transitions preceding each sampled transition."""
+"""Replay buffers of sb3-dmash: one column per sub-env (= per training context), sampled per context as the reference.
+
+:class:`StratifiedReplayBuffer` is SB3's ``ReplayBuffer`` with the reference's stratified draw (``batch_size // n_envs``
+transitions from each sub-env's column: 12 of each of 20 contexts, 240 in all); the window-free methods (Concat,
+Decision Adapter, DR) use it. :class:`HistoryReplayBuffer` adds the window of the K transitions that precede each
+sampled transition, gathered at sample time, for the methods that infer the context.
+"""
 
 from typing import Any
 
@@ -6,6 +12,7 @@ import numpy as np
 import torch as th
 from gymnasium import spaces
 from stable_baselines3.common.buffers import ReplayBuffer
+from stable_baselines3.common.type_aliases import ReplayBufferSamples
 from stable_baselines3.common.vec_env import VecNormalize
 
 from sb3_dmash.common.type_aliases import HistoryReplayBufferSamples
@@ -25,7 +32,108 @@ def _context_changed(previous: Any, current: Any) -> bool:
     return bool(previous != current)
 
 
-class HistoryReplayBuffer(ReplayBuffer):
+class StratifiedReplayBuffer(ReplayBuffer):
+    """
+    SB3's ``ReplayBuffer`` sampled per sub-env column: ``sample(batch_size)`` draws ``batch_size // n_envs`` transitions
+    uniformly from each column, as the reference draws 12 from each of its 20 per-context buffers (240 for a batch
+    size of 256). With ``stratified=False`` it samples uniformly over all stored transitions, as SB3.
+
+    Storage is SB3's ``(buffer_size // n_envs, n_envs, ...)`` layout, so column ``e`` holds the transitions of sub-env
+    ``e`` (one training context per sub-env in AIB) and keeps ``buffer_size // n_envs`` of them.
+
+    :param buffer_size: Max number of transitions in the buffer (over all envs: each column holds
+        ``buffer_size // n_envs``)
+    :param observation_space: Observation space
+    :param action_space: Action space
+    :param device: PyTorch device
+    :param n_envs: Number of parallel environments
+    :param optimize_memory_usage: Enable a memory efficient variant of the replay buffer (SB3's)
+    :param handle_timeout_termination: Handle timeout termination (due to timelimit)
+        separately and treat the task as infinite horizon task.
+        https://github.com/DLR-RM/stable-baselines3/issues/284
+        Default False here: the reference treats time limits as terminal (no bootstrapping).
+    :param stratified: If True, ``sample`` draws ``batch_size // n_envs`` transitions from each env column;
+        otherwise uniformly over all stored transitions.
+    """
+
+    def __init__(
+        self,
+        buffer_size: int,
+        observation_space: spaces.Space,
+        action_space: spaces.Space,
+        device: th.device | str = "auto",
+        n_envs: int = 1,
+        optimize_memory_usage: bool = False,
+        handle_timeout_termination: bool = False,
+        stratified: bool = True,
+    ):
+        super().__init__(
+            buffer_size,
+            observation_space,
+            action_space,
+            device=device,
+            n_envs=n_envs,
+            optimize_memory_usage=optimize_memory_usage,
+            handle_timeout_termination=handle_timeout_termination,
+        )
+        self.stratified = stratified
+
+    def _draw(self, batch_size: int, upper_bound: int) -> tuple[np.ndarray, np.ndarray]:
+        """Row and column of each sample: ``batch_size // n_envs`` per column when stratified, else uniform."""
+        if upper_bound == 0:
+            raise ValueError(f"Cannot sample from an empty {type(self).__name__}")
+        if not self.stratified:
+            flat = np.random.randint(0, upper_bound * self.n_envs, size=batch_size)
+            return np.divmod(flat, self.n_envs)
+        if batch_size < self.n_envs:
+            raise ValueError(
+                f"Stratified sampling needs batch_size >= n_envs (one sample per env column at least), "
+                f"got batch_size={batch_size} and n_envs={self.n_envs}"
+            )
+        env_indices = np.repeat(np.arange(self.n_envs), batch_size // self.n_envs)
+        return np.random.randint(0, upper_bound, size=len(env_indices)), env_indices
+
+    def sample(self, batch_size: int, env: VecNormalize | None = None) -> ReplayBufferSamples:
+        """
+        Sample transitions, ``batch_size // n_envs`` from each env column when stratified.
+
+        :param batch_size: Number of transitions to sample; stratified, the batch holds
+            ``(batch_size // n_envs) * n_envs`` of them (240 for 256 and 20 envs, as the reference).
+        :param env: associated gym VecEnv
+            to normalize the observations/rewards when sampling
+        :return: The samples
+        """
+        if self.optimize_memory_usage:
+            # SB3's memory-efficient layout: row ``pos`` holds no valid next observation (it is overwritten next)
+            if self.full:
+                batch_inds, env_indices = self._draw(batch_size, self.buffer_size - 1)
+                batch_inds = (batch_inds + self.pos + 1) % self.buffer_size
+                return self._get_samples(batch_inds, env_indices, env=env)
+            batch_inds, env_indices = self._draw(batch_size, self.pos)
+            return self._get_samples(batch_inds, env_indices, env=env)
+        batch_inds, env_indices = self._draw(batch_size, self.buffer_size if self.full else self.pos)
+        return self._get_samples(batch_inds, env_indices, env=env)
+
+    def _get_samples(  # type: ignore[override]
+        self, batch_inds: np.ndarray, env_indices: np.ndarray, env: VecNormalize | None = None
+    ) -> ReplayBufferSamples:
+        if self.optimize_memory_usage:
+            next_obs = self.observations[(batch_inds + 1) % self.buffer_size, env_indices, :]
+        else:
+            next_obs = self.next_observations[batch_inds, env_indices, :]
+        data = (
+            self._normalize_obs(self.observations[batch_inds, env_indices, :], env),
+            self.actions[batch_inds, env_indices, :],
+            self._normalize_obs(next_obs, env),
+            # Only use dones that are not due to timeouts
+            # deactivated by default (timeouts is initialized as an array of False)
+            (self.dones[batch_inds, env_indices] * (1 - self.timeouts[batch_inds, env_indices])).reshape(-1, 1),
+            self._normalize_reward(self.rewards[batch_inds, env_indices].reshape(-1, 1), env),
+        )
+        return ReplayBufferSamples(*tuple(map(self.to_torch, data)))
+
+
+class HistoryReplayBuffer(StratifiedReplayBuffer):
     """
     Replay buffer for DMA*-SH: SB3's ``ReplayBuffer`` layout, plus the window of the K transitions that precede each
     sampled transition in the same sub-env, gathered at sample time (no window is stored per transition).
@@ -92,10 +200,10 @@ class HistoryReplayBuffer(ReplayBuffer):
             n_envs=n_envs,
             optimize_memory_usage=False,
             handle_timeout_termination=handle_timeout_termination,
+            stratified=stratified,
         )
         self.history_len = int(history_len)
         self.history_across_episodes = history_across_episodes
-        self.stratified = stratified
         self.obs_dim = int(np.prod(self.obs_shape))
         # The counter only needs to tell lags 0..K apart, so it saturates at K and fits in one byte for usual K
         counter_dtype = np.uint8 if self.history_len < 255 else np.uint16 if self.history_len < 65535 else np.uint32
@@ -200,20 +308,7 @@ class HistoryReplayBuffer(ReplayBuffer):
         :return: The samples, windows included
         """
         upper_bound = self.buffer_size if self.full else self.pos
-        if upper_bound == 0:
-            raise ValueError("Cannot sample from an empty HistoryReplayBuffer")
-        if self.stratified:
-            if batch_size < self.n_envs:
-                raise ValueError(
-                    f"Stratified sampling needs batch_size >= n_envs (one sample per env column at least), "
-                    f"got batch_size={batch_size} and n_envs={self.n_envs}"
-                )
-            per_env = batch_size // self.n_envs
-            env_indices = np.repeat(np.arange(self.n_envs), per_env)
-            batch_inds = np.random.randint(0, upper_bound, size=len(env_indices))
-        else:
-            flat = np.random.randint(0, upper_bound * self.n_envs, size=batch_size)
-            batch_inds, env_indices = np.divmod(flat, self.n_envs)
+        batch_inds, env_indices = self._draw(batch_size, upper_bound)
         batch_inds, env_indices = self._reject_context_only(batch_inds, env_indices, upper_bound)
         return self._get_samples(batch_inds, env_indices, env=env)
 

@@ -19,6 +19,8 @@ import numpy as np
 from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.utils import update_learning_rate
 
+from sb3_dmash.common.divergence import FiniteGuard
+
 
 class DynamicsAlignmentCallback(BaseCallback):
     """Trains the encoder, the hypernetwork and the forward model on the dynamics loss.
@@ -30,7 +32,10 @@ class DynamicsAlignmentCallback(BaseCallback):
     ``gradient_steps=1`` each vector step therefore runs dynamics update -> critic -> actor, the reference's order.
     Calling ``model.train()`` by hand updates only the RL losses.
 
-    Logs ``train/dynamics_loss`` and ``train/context_learning_rate``.
+    Logs ``train/dynamics_loss`` and ``train/context_learning_rate``. A non-finite dynamics loss or forward-model,
+    encoder or hypernetwork parameter stops training with a
+    :class:`~sb3_dmash.common.divergence.DivergenceError` (read every ``model.finite_check_interval`` updates and at
+    the end of training, see ``DMASHSAC.check_finite``).
 
     :param verbose: verbosity level.
     """
@@ -38,6 +43,25 @@ class DynamicsAlignmentCallback(BaseCallback):
     def __init__(self, verbose: int = 0) -> None:
         super().__init__(verbose)
         self._n_steps = 0
+        self._guard: FiniteGuard | None = None
+
+    def _init_callback(self) -> None:
+        self._guard = None  # a fresh record for each learn(), numbered from the model's update rounds
+
+    def _get_guard(self) -> FiniteGuard:
+        if self._guard is None:
+            self._guard = FiniteGuard("the dynamics-alignment update", ("dynamics_loss",), first_round=self.model._n_updates)
+        self._guard.check_every = int(getattr(self.model, "finite_check_interval", 100))
+        return self._guard
+
+    def check_finite(self) -> None:
+        """Raise :class:`~sb3_dmash.common.divergence.DivergenceError` if a dynamics loss was not finite or a parameter of
+        the context module (encoder, hypernetwork, forward model) is not finite now."""
+        if self._guard is not None:
+            self._guard.check(self.model.policy.context.named_parameters(prefix="context"))
+
+    def _on_training_end(self) -> None:
+        self.check_finite()
 
     def _on_rollout_start(self) -> None:
         self._n_steps = 0
@@ -61,6 +85,7 @@ class DynamicsAlignmentCallback(BaseCallback):
         lr = model.context_lr_schedule(model._current_progress_remaining)
         update_learning_rate(context.optimizer, lr)
         losses, batches = [], []
+        guard = self._get_guard()
         for _ in range(gradient_steps):
             data = model.replay_buffer.sample(model.batch_size, env=model._vec_normalize_env)
             batches.append(data)
@@ -68,7 +93,10 @@ class DynamicsAlignmentCallback(BaseCallback):
             context.optimizer.zero_grad(set_to_none=True)
             loss.backward()
             context.optimizer.step()
+            guard.observe("dynamics_loss", loss)
             losses.append(loss.item())
+            if guard.end_round():
+                self.check_finite()
         model.shared_batches = batches  # the coming train() reuses them (replaced, never accumulated)
         self.logger.record("train/dynamics_loss", float(np.mean(losses)))
         self.logger.record("train/context_learning_rate", lr)
@@ -106,6 +134,8 @@ class AIBEvalCallback(BaseCallback):
     :param results_path: a JSON-lines file to append the records to.
     :param extra_fields: constant fields added to every record (run id, method, seed...).
     :param vec_env_cls: VecEnv class of the evaluation env (``DummyVecEnv`` by default).
+    :param callback_after_eval: a callback whose ``on_step`` runs after each evaluation (as in SB3's ``EvalCallback``),
+        with this callback as its ``parent``; ``sb3-dmash bench`` checkpoints the run there.
     :param verbose: 1 prints each evaluation's AER.
     """
 
@@ -125,6 +155,7 @@ class AIBEvalCallback(BaseCallback):
         results_path: str | os.PathLike | None = None,
         extra_fields: Mapping[str, Any] | None = None,
         vec_env_cls: type | None = None,
+        callback_after_eval: BaseCallback | None = None,
         verbose: int = 0,
     ) -> None:
         super().__init__(verbose)
@@ -144,6 +175,9 @@ class AIBEvalCallback(BaseCallback):
         self.results_path = None if results_path is None else os.fspath(results_path)
         self.extra_fields = dict(extra_fields or {})
         self.vec_env_cls = vec_env_cls
+        self.callback_after_eval = callback_after_eval
+        if callback_after_eval is not None:
+            callback_after_eval.parent = self
         self.records: list[dict[str, Any]] = []
         self.evaluated_steps: list[int] = []
         self._vec_env: Any = None
@@ -168,9 +202,20 @@ class AIBEvalCallback(BaseCallback):
         if self.env_kwargs is None:
             self.env_kwargs = _default_env_kwargs(self.model)
         self._eval_vec_env()
-        self._next_step = 0
+        if self.callback_after_eval is not None:
+            self.callback_after_eval.init_callback(self.model)
+        # The next evaluation point, after those already done (restored from a checkpoint, see restore())
+        last = self.evaluated_steps[-1] if self.evaluated_steps else None
         if self.schedule == "final2":
-            self._next_step = max(0, self._total_steps() - self.eval_every)
+            first = max(0, self._total_steps() - self.eval_every)
+            self._next_step = first if last is None or last < first else self._total_steps()
+        else:
+            self._next_step = 0 if last is None else (last // self.eval_every + 1) * self.eval_every
+
+    def restore(self, records: Sequence[Mapping[str, Any]], evaluated_steps: Sequence[int]) -> None:
+        """Continue the history of a resumed run: its records and evaluated steps (before ``learn()``)."""
+        self.records = [dict(r) for r in records]
+        self.evaluated_steps = [int(s) for s in evaluated_steps]
 
     def _on_rollout_start(self) -> None:
         step = self.learning_step()
@@ -204,6 +249,10 @@ class AIBEvalCallback(BaseCallback):
     def evaluate_now(self) -> list[dict[str, Any]]:
         """Run the protocol at the current step; log, keep and (optionally) append its records."""
         from aib.evaluation import evaluate
+
+        check_finite = getattr(self.model, "check_finite", None)
+        if check_finite is not None:  # a diverged model fails here, naming the loss, rather than on its NaN actions
+            check_finite()
 
         results = evaluate(
             self.model,
@@ -242,6 +291,8 @@ class AIBEvalCallback(BaseCallback):
             with open(self.results_path, "a", encoding="utf-8") as f:
                 f.write(lines)
                 f.flush()
+        if self.callback_after_eval is not None:
+            self.callback_after_eval.on_step()
         return new
 
     def best_of_last_two(self) -> dict[str, float]:

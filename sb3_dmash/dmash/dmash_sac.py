@@ -24,8 +24,9 @@ from stable_baselines3.common.utils import FloatSchedule, update_learning_rate
 from stable_baselines3.common.vec_env import VecEnv
 from torch.nn import functional as F
 
-from sb3_dmash.common.buffers import HistoryReplayBuffer
+from sb3_dmash.common.buffers import HistoryReplayBuffer, StratifiedReplayBuffer
 from sb3_dmash.common.callbacks import DynamicsAlignmentCallback
+from sb3_dmash.common.divergence import FiniteGuard
 from sb3_dmash.common.type_aliases import HistoryReplayBufferSamples
 from sb3_dmash.dmash.policies import DMASHPolicy, MlpPolicy, initial_window, push_transition
 from sb3_dmash.dmash.presets import resolve_method
@@ -34,6 +35,8 @@ SelfDMASHSAC = TypeVar("SelfDMASHSAC", bound="DMASHSAC")
 
 HISTORY_ALIGNMENTS = ("reference", "causal")
 DEFAULT_HISTORY_LEN = 24
+FINITE_CHECK_INTERVAL = 100
+"""Update rounds between two reads of the losses' non-finite record (one host synchronisation each)."""
 
 
 def _aib_history_len(env: VecEnv | None) -> int | None:
@@ -84,7 +87,8 @@ class DMASHSAC(OffPolicyAlgorithm):
     :param train_freq: collect this many steps (or ``(n, "step")``) between update rounds.
     :param gradient_steps: update rounds after each collection (-1: one per collected transition).
     :param action_noise: optional extra action noise.
-    :param replay_buffer_class: replay buffer class (default :class:`~sb3_dmash.common.buffers.HistoryReplayBuffer`).
+    :param replay_buffer_class: replay buffer class (default :class:`~sb3_dmash.common.buffers.HistoryReplayBuffer` for
+        the methods that infer the context, :class:`~sb3_dmash.common.buffers.StratifiedReplayBuffer` for the others).
     :param replay_buffer_kwargs: its kwargs (``history_len`` is set here; ``handle_timeout_termination`` defaults to
         False: time limits are terminal, as the reference).
     :param critic_learning_rate: critics' learning rate (value or schedule).
@@ -248,6 +252,9 @@ class DMASHSAC(OffPolicyAlgorithm):
         self._rollout_window: np.ndarray | None = None
         self._warmup_pending = False
         self._warned_unsynchronised = False
+        # Update rounds between two reads of the non-finite record (0: only at the end of learn()); see train()
+        self.finite_check_interval = FINITE_CHECK_INTERVAL
+        self._finite_guard: FiniteGuard | None = None
 
         if _init_setup_model:
             self._setup_model()
@@ -274,7 +281,8 @@ class DMASHSAC(OffPolicyAlgorithm):
                 raise ValueError(f"replay_buffer_class={self.replay_buffer_class!r} must be a HistoryReplayBuffer (sub)class")
             self.replay_buffer_kwargs["history_len"] = self.history_len
         elif self.replay_buffer_class is None:
-            self.replay_buffer_class = ReplayBuffer  # the window-free methods need no history
+            # The window-free methods need no history, but sample per context as the reference (12 of each of 20)
+            self.replay_buffer_class = StratifiedReplayBuffer
         if self.batch_size < self.n_envs:
             raise ValueError(
                 f"batch_size={self.batch_size} must be >= n_envs={self.n_envs}: the batch is stratified over sub-envs"
@@ -495,6 +503,7 @@ class DMASHSAC(OffPolicyAlgorithm):
         # The context optimiser is stepped here only when an ablation lets an RL loss reach the encoder.
         context_optimizer = policy.context.optimizer if policy.context is not None else None
         ent_coef_losses, ent_coefs, actor_losses, critic_losses = [], [], [], []
+        guard = self._get_finite_guard()
 
         shared, self.shared_batches = self.shared_batches, []
         for step in range(gradient_steps):
@@ -522,6 +531,7 @@ class DMASHSAC(OffPolicyAlgorithm):
                 target_q_values = data.rewards + (1 - data.dones) * self.gamma * next_q_values
             current_q_values = self.critic(net_obs, data.actions, context)
             critic_loss = self.critic_loss_scale * sum(F.mse_loss(q, target_q_values) for q in current_q_values)
+            guard.observe("critic_loss", critic_loss)  # type: ignore[arg-type]
             critic_losses.append(critic_loss.item())  # type: ignore[union-attr]
             self._optimize(critic_loss, self.critic.optimizer, context_optimizer if not policy.critic_detach else None)
 
@@ -537,6 +547,7 @@ class DMASHSAC(OffPolicyAlgorithm):
                     min_qf_pi = th.min(th.cat(self.critic(net_obs, actions_pi, context), dim=1), dim=1, keepdim=True).values
                     self.critic.requires_grad_(True)
                     actor_loss = (ent_coef * log_prob - min_qf_pi).mean()
+                    guard.observe("actor_loss", actor_loss)
                     actor_losses.append(actor_loss.item())
                     self._optimize(actor_loss, self.actor.optimizer, context_optimizer if not policy.actor_detach else None)
 
@@ -544,6 +555,7 @@ class DMASHSAC(OffPolicyAlgorithm):
                         with th.no_grad():  # a fresh log-probability after the actor step, as the reference
                             _, log_prob = self.actor.action_log_prob(net_obs, context.detach())
                         ent_coef_loss = -(self.log_ent_coef.exp() * (log_prob + self.target_entropy)).mean()
+                        guard.observe("ent_coef_loss", ent_coef_loss)
                         ent_coef_losses.append(ent_coef_loss.item())
                         self._optimize(ent_coef_loss, self.ent_coef_optimizer)
                         ent_coef = th.exp(self.log_ent_coef.detach())
@@ -553,6 +565,8 @@ class DMASHSAC(OffPolicyAlgorithm):
                 with th.no_grad():  # target <- (1 - tau) target + tau online, one kernel per tensor list
                     th._foreach_lerp_(self._target_params, self._online_params, self.tau)
             self._n_updates += 1
+            if guard.end_round():
+                self.check_finite()
 
         self.logger.record("train/n_updates", self._n_updates, exclude="tensorboard")
         self.logger.record("train/ent_coef", np.mean(ent_coefs))
@@ -561,6 +575,31 @@ class DMASHSAC(OffPolicyAlgorithm):
             self.logger.record("train/actor_loss", np.mean(actor_losses))
         if ent_coef_losses:
             self.logger.record("train/ent_coef_loss", np.mean(ent_coef_losses))
+
+    def _get_finite_guard(self) -> FiniteGuard:
+        # Built lazily: after a load it starts counting at the loaded model's update rounds
+        if self._finite_guard is None:
+            self._finite_guard = FiniteGuard(
+                type(self).__name__,
+                ("critic_loss", "actor_loss", "ent_coef_loss"),
+                check_every=self.finite_check_interval,
+                first_round=self._n_updates,
+            )
+        self._finite_guard.check_every = self.finite_check_interval
+        return self._finite_guard
+
+    def check_finite(self) -> None:
+        """Raise :class:`~sb3_dmash.common.divergence.DivergenceError` if a loss of an earlier update round was not finite
+        or a parameter is not finite now.
+
+        ``train()`` calls it every ``finite_check_interval`` update rounds (100; 0 only at the end of ``learn()``) and
+        ``learn()`` once at its end: the record is kept on the device, so the rounds in between need no host
+        synchronisation for it.
+        """
+        parameters = list(self.policy.named_parameters())
+        if self.log_ent_coef is not None:
+            parameters.append(("log_ent_coef", self.log_ent_coef))
+        self._get_finite_guard().check(parameters)
 
     @staticmethod
     def _optimize(loss: th.Tensor, optimizer: th.optim.Optimizer, context_optimizer: th.optim.Optimizer | None = None) -> None:
@@ -586,7 +625,7 @@ class DMASHSAC(OffPolicyAlgorithm):
         reset_num_timesteps: bool = True,
         progress_bar: bool = False,
     ) -> SelfDMASHSAC:
-        return super().learn(
+        super().learn(
             total_timesteps=total_timesteps,
             callback=callback,
             log_interval=log_interval,
@@ -594,6 +633,8 @@ class DMASHSAC(OffPolicyAlgorithm):
             reset_num_timesteps=reset_num_timesteps,
             progress_bar=progress_bar,
         )
+        self.check_finite()  # the rounds since the last periodic check
+        return self
 
     # ------------------------------------------------------------------ saving
     def _excluded_save_params(self) -> list[str]:
@@ -606,6 +647,7 @@ class DMASHSAC(OffPolicyAlgorithm):
             "_target_params",
             "shared_batches",
             "_rollout_window",
+            "_finite_guard",
         ]
 
     def _get_torch_save_params(self) -> tuple[list[str], list[str]]:
