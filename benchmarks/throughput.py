@@ -27,8 +27,31 @@ CONFIGS = {
     "dmash": "DMA*-SH, exact",
     "dmash_approx": "DMA*-SH, reuse_rl_context=True (approximation)",
     "dmash_bf16": "DMA*-SH, hypernet_dtype='bfloat16' (approximation)",
+    "dmash_unchecked": "DMA*-SH, exact, non-finite check off (only to measure its cost)",
 }
 APPROXIMATIONS = ("dmash_approx", "dmash_bf16")
+DEFAULT_CONFIGS = ("sac", "dmash", "dmash_approx", "dmash_bf16")
+
+
+def _guard_ms_per_round(n_rounds: int = 20_000) -> float:
+    """Milliseconds per update round of the non-finite check as DMASHSAC runs it on average: 4 observed losses (dynamics,
+    critic, and the actor's and entropy coefficient's on every second round, twice) and one read every 100 rounds."""
+    import torch as th
+
+    from sb3_dmash.common.divergence import FiniteGuard
+
+    guard = FiniteGuard("benchmark", ("dynamics_loss", "critic_loss", "actor_loss", "ent_coef_loss"))
+    losses = [th.rand((), requires_grad=True) * 2 for _ in range(4)]  # scalar losses with autograd history, as in train()
+    params = [(f"p{i}", th.randn(256, 256)) for i in range(30)]
+    start = time.perf_counter()
+    for _ in range(n_rounds):
+        guard.observe("dynamics_loss", losses[0])
+        guard.observe("critic_loss", losses[1])
+        guard.observe("actor_loss", losses[2])  # two actor updates every second round: one per round on average
+        guard.observe("ent_coef_loss", losses[3])
+        if guard.end_round():
+            guard.check(params)
+    return 1000 * (time.perf_counter() - start) / n_rounds
 
 
 def _hypernet_rates(batch: int = 240) -> dict[str, float]:
@@ -89,6 +112,8 @@ def worker(config: str, env_id: str, vector_steps: int, learning_starts: int) ->
             policy_kwargs={"hypernet_dtype": "bfloat16" if config == "dmash_bf16" else "float32"},
             **common,
         )
+        if config == "dmash_unchecked":
+            model.finite_check_interval = None  # type: ignore[assignment]
 
     update_time = [0.0]
 
@@ -141,6 +166,7 @@ def worker(config: str, env_id: str, vector_steps: int, learning_starts: int) ->
     }
     if config == "dmash":
         result.update(_hypernet_rates())
+        result["guard_ms_per_round"] = _guard_ms_per_round()
     return result
 
 
@@ -189,6 +215,16 @@ def report(results: list[dict], envs: list[str], configs: list[str]) -> str:
             verdict = "PASS" if ratio <= 1.10 else "FAIL"
             checks.append(f"{env_id}: replay bytes per transition {ratio:.3f} x SAC's (target <= 1.10): {verdict}")
         if dmash:
+            guard = statistics.median(r["guard_ms_per_round"] for r in dmash)
+            update = statistics.median(r["update_ms_per_step"] for r in dmash)
+            share = 100 * guard / update
+            checks.append(
+                f"{env_id}: non-finite check {guard * 1000:.0f} us per update round, {share:.2f} % of the exact update "
+                f"({update:.1f} ms; target <= 2 %): {'PASS' if share <= 2 else 'FAIL'}"
+            )
+            if "dmash_unchecked" in medians:
+                ratio = medians["dmash"] / medians["dmash_unchecked"]
+                checks.append(f"{env_id}: end to end, with the check / without it: {ratio:.3f} x the vector steps/s")
             achieved = statistics.median(r["hypernet_gflops"] for r in dmash)
             best = statistics.median(r["best_gflops"] for r in dmash)
             checks.append(
@@ -201,7 +237,7 @@ def report(results: list[dict], envs: list[str], configs: list[str]) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--envs", nargs="+", default=["AIB-Walker-v0", "AIB-DI-v0"])
-    parser.add_argument("--configs", nargs="+", default=list(CONFIGS), choices=list(CONFIGS))
+    parser.add_argument("--configs", nargs="+", default=list(DEFAULT_CONFIGS), choices=list(CONFIGS))
     parser.add_argument("--vector-steps", type=int, default=200, help="timed vector steps per measurement")
     parser.add_argument("--learning-starts", type=int, default=200, help="random vector steps before learning (not timed)")
     parser.add_argument("--repeats", type=int, default=3)

@@ -146,7 +146,7 @@ def train(name: str, args: argparse.Namespace) -> tuple[dict[str, dict[str, floa
         done_after_start = max(model.num_timesteps - args.learning_starts * N_ENVS, 0)
         stop = min(args.learning_starts * N_ENVS + (done_after_start // every + 1) * every, total)
         start = time.perf_counter()
-        model.learn(stop - model.num_timesteps, reset_num_timesteps=False, progress_bar=False)
+        model.learn(stop - model.num_timesteps, reset_num_timesteps=False, progress_bar=args.progress)
         elapsed += time.perf_counter() - start
         scores = evaluate(model, args, eval_env)
         steps = learning_steps(model, args)
@@ -212,6 +212,7 @@ def main() -> None:
     parser.add_argument("--checkpoint-dir", default=None, help="save at every evaluation and resume from here")
     parser.add_argument("--plot", default=None, help="write the evaluation histories of --checkpoint-dir to this PNG")
     parser.add_argument("--algos", nargs="+", default=["dmash", "sac"], choices=list(ALGOS))
+    parser.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar while training")
     args = parser.parse_args()
     for flag, minimum in (("vector_steps", 1), ("eval_episodes", 1), ("learning_starts", 0), ("eval_every", 0)):
         if getattr(args, flag) < minimum:

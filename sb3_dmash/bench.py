@@ -186,9 +186,14 @@ def make_grid(
     :param budget: learning vector steps, or ``None``/``"paper"`` for each env's paper budget (``aib.env_info``).
     :param common: the other :class:`RunSpec` fields.
     """
+    import numbers
+
     from aib.registration import env_info
     from sb3_dmash.dmash.presets import METHODS
 
+    n_envs = common.get("n_envs", 1)  # RunSpec's default is valid; 0 would fail deep inside SB3's make_vec_env
+    if isinstance(n_envs, bool) or not isinstance(n_envs, numbers.Integral) or n_envs < 1:
+        raise ValueError(f"n_envs must be an integer >= 1, got {n_envs!r}")
     parsed = []
     for env in envs:
         env_id, kwargs = parse_env(env) if isinstance(env, str) else (env[0], dict(env[1]))
@@ -211,6 +216,70 @@ def make_grid(
     if len(set(ids)) != len(ids):
         raise ValueError("the grid lists a run twice (repeated env, method or seed)")
     return specs
+
+
+def _check_int(name: str, value: Any, minimum: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ValueError(f"{name}={value!r} must be an integer >= {minimum}")
+
+
+def _check_keys(what: str, given: Mapping[str, Any], allowed: Iterable[str], hint: str) -> None:
+    import difflib
+
+    allowed = sorted(allowed)
+    for key in given:
+        if key not in allowed:
+            close = difflib.get_close_matches(key, allowed, n=3)
+            suggestion = f" (did you mean {', '.join(map(repr, close))}?)" if close else ""
+            raise ValueError(f"{what} key {key!r} is not accepted by {hint}{suggestion}; allowed: {', '.join(allowed)}")
+
+
+def validate_settings(
+    methods: Sequence[str],
+    budget: int | str | None,
+    learning_starts: int,
+    eval_every: int,
+    eval_schedule: str,
+    n_envs: int,
+    eval_episodes: int,
+    splits: Sequence[str],
+    policy_kwargs: Mapping[str, Any] | None,
+    hyperparams: Mapping[str, Any] | None,
+) -> None:
+    """Check every setting of a grid once, before any run starts (one clear message instead of one crash per run).
+
+    :raises ValueError: naming the setting, the value and what is allowed.
+    """
+    import inspect
+
+    from aib.evaluation import _check_splits
+
+    if budget not in (None, "paper"):
+        _check_int("budget", budget, 1)
+    _check_int("learning_starts", learning_starts, 0)
+    _check_int("eval_every", eval_every, 1)
+    _check_int("eval_episodes", eval_episodes, 1)
+    _check_int("n_envs", n_envs, 1)
+    if eval_schedule not in ("every", "final2"):
+        raise ValueError(f"eval_schedule={eval_schedule!r} is not allowed; expected 'every' or 'final2'")
+    _check_splits(splits)
+    # The keys bench sets itself may be overridden; anything else must be a constructor argument
+    if any(m != "sac" for m in methods):
+        from sb3_dmash.dmash.dmash_sac import DMASHSAC
+        from sb3_dmash.dmash.policies import DMASHPolicy
+
+        algorithm_args = set(inspect.signature(DMASHSAC.__init__).parameters)
+        algorithm_args -= {"self", "policy", "env", "policy_kwargs", "method", "_init_setup_model"}  # set per run
+        _check_keys("hyperparams", hyperparams or {}, algorithm_args, "DMASHSAC")
+        policy_args = set(inspect.signature(DMASHPolicy.__init__).parameters) - {"self", "observation_space", "action_space"}
+        policy_args -= {"lr_schedule"}
+        _check_keys("policy_kwargs", policy_kwargs or {}, policy_args, "DMASHPolicy")
+    if "sac" in methods:
+        from stable_baselines3 import SAC
+
+        sac_args = set(inspect.signature(SAC.__init__).parameters)
+        sac_args -= {"self", "policy", "env", "policy_kwargs", "_init_setup_model"}
+        _check_keys("hyperparams", hyperparams or {}, sac_args, "SB3's SAC (method 'sac')")
 
 
 # ---------------------------------------------------------------------------------------------------------- metadata
@@ -364,8 +433,63 @@ def _checkpoint_callback(checkpoint: Any, elapsed_before: float) -> Any:
     return CheckpointAfterEval()
 
 
+def _write_line(text: str) -> None:
+    """A line on stderr that does not break a tqdm bar of this process."""
+    try:
+        from tqdm.auto import tqdm
+    except ImportError:
+        print(text, file=sys.stderr, flush=True)
+    else:
+        tqdm.write(text, file=sys.stderr)
+
+
+def _format_minutes(seconds: float) -> str:
+    minutes = seconds / 60
+    return f"{minutes:.1f} min" if minutes < 90 else f"{minutes / 60:.1f} h"
+
+
+def _progress_callback(spec: RunSpec, evaluations: Any, interval_s: float = 120.0) -> Any:
+    """One line on stderr after each evaluation and every ``interval_s`` seconds between them: the run's learning
+    steps, elapsed time, ETA (from the rate since this process started it) and latest AERs."""
+    from stable_baselines3.common.callbacks import BaseCallback
+
+    label = f"[{spec.env} {spec.method} seed {spec.seed}]"
+
+    class RunProgress(BaseCallback):
+        def _on_training_start(self) -> None:
+            self.started, self.start_steps = time.time(), self.model.num_timesteps
+            self.last_line, self.seen = self.started, len(evaluations.evaluated_steps)
+
+        def line(self) -> None:
+            done = max(self.model.num_timesteps // self.model.n_envs - spec.learning_starts, 0)
+            elapsed = time.time() - self.started
+            rate = (self.model.num_timesteps - self.start_steps) / max(elapsed, 1e-9)
+            left = self.model._total_timesteps - self.model.num_timesteps
+            eta = f"ETA {_format_minutes(left / rate)}" if rate > 0 else "ETA unknown"
+            latest = ""
+            if evaluations.evaluated_steps:
+                step = evaluations.evaluated_steps[-1]
+                scores = ", ".join(f"{r['split']} {r['aer']:.1f}" for r in evaluations.records if r["step"] == step)
+                latest = f"; AER at step {step:,}: {scores}"
+            _write_line(
+                f"{label} {done:,}/{spec.budget:,} learning vector steps ({100 * done / spec.budget:.0f} %), "
+                f"{_format_minutes(elapsed)} in this process, {eta}{latest}"
+            )
+            self.last_line, self.seen = time.time(), len(evaluations.evaluated_steps)
+
+        def _on_step(self) -> bool:
+            if len(evaluations.evaluated_steps) != self.seen or time.time() - self.last_line >= interval_s:
+                self.line()
+            return True
+
+        def _on_training_end(self) -> None:
+            self.line()
+
+    return RunProgress()
+
+
 def train_and_evaluate(
-    spec: RunSpec, model_path: str | None = None, checkpoint_dir: str | None = None
+    spec: RunSpec, model_path: str | None = None, checkpoint_dir: str | None = None, progress: bool = False
 ) -> tuple[list[dict[str, Any]], float]:
     """Train and evaluate one run; return its table rows (without the run's metadata columns) and its training time.
 
@@ -374,6 +498,7 @@ def train_and_evaluate(
     :param checkpoint_dir: snapshot the run there after every evaluation and, if a snapshot is there already, resume
         from it exactly (:class:`~sb3_dmash.run_checkpoint.RunCheckpoint`): the resumed run produces the same
         evaluations as an uninterrupted one.
+    :param progress: print the run's progress with an ETA to stderr (after each evaluation, and every 2 minutes).
     :raises RunDiverged: on a non-finite loss, parameter or action.
     """
     import warnings
@@ -402,10 +527,11 @@ def train_and_evaluate(
         callback_after_eval=None if checkpoint is None else _checkpoint_callback(checkpoint, history["elapsed_s"]),
     )
     callback.restore(history["records"], history["evaluated_steps"])
+    callbacks = [callback, _progress_callback(spec, callback)] if progress else [callback]
     total = (spec.learning_starts + spec.budget) * spec.n_envs
     start = time.time()
     try:
-        model.learn(total - model.num_timesteps, callback=callback, reset_num_timesteps=model.num_timesteps == 0)
+        model.learn(total - model.num_timesteps, callback=callbacks, reset_num_timesteps=model.num_timesteps == 0)
     except FloatingPointError as exc:  # DivergenceError (training) or aib.NonFiniteActionError (evaluation)
         raise RunDiverged(
             f"{type(exc).__name__}: {exc}", callback.records, history["elapsed_s"] + time.time() - start
@@ -417,7 +543,9 @@ def train_and_evaluate(
     return callback.records, history["elapsed_s"] + time.time() - start
 
 
-def execute(spec_dict: Mapping[str, Any], model_dir: str | None = None, checkpoint_dir: str | None = None) -> dict[str, Any]:
+def execute(
+    spec_dict: Mapping[str, Any], model_dir: str | None = None, checkpoint_dir: str | None = None, progress: bool = False
+) -> dict[str, Any]:
     """Run one spec and return its payload: status ``"ok"`` with records, ``"diverged"`` with the reason and the
     evaluations before it, or ``"error"`` with the traceback.
 
@@ -426,6 +554,7 @@ def execute(spec_dict: Mapping[str, Any], model_dir: str | None = None, checkpoi
     :param spec_dict: the run (:meth:`RunSpec.to_dict`).
     :param model_dir: save the trained model as ``<model_dir>/<run_id>.zip``, or ``None``.
     :param checkpoint_dir: keep the run's in-run checkpoints in ``<checkpoint_dir>/<run_id>/`` and resume from them.
+    :param progress: print the run's progress lines (learning steps, ETA, latest AERs) to stderr.
     """
     spec = RunSpec.from_dict(spec_dict)
     meta = run_metadata()
@@ -434,7 +563,7 @@ def execute(spec_dict: Mapping[str, Any], model_dir: str | None = None, checkpoi
     try:
         model_path = None if model_dir is None else str(Path(model_dir) / f"{spec.run_id}.zip")
         run_checkpoints = None if checkpoint_dir is None else str(Path(checkpoint_dir) / spec.run_id)
-        records, duration = train_and_evaluate(spec, model_path, run_checkpoints)
+        records, duration = train_and_evaluate(spec, model_path, run_checkpoints, progress)
     except RunDiverged as exc:
         payload.update(status="diverged", reason=str(exc), records=exc.records, duration_s=exc.elapsed_s)
     except Exception as exc:  # KeyboardInterrupt and SystemExit stop the sweep instead
@@ -648,11 +777,12 @@ def _run_local(
     progress: Any,
     model_dir: str | None = None,
     checkpoint_dir: str | None = None,
+    run_progress: bool = False,
 ) -> None:
     if workers <= 1:
         for spec in pending:
             progress.set_postfix_str(f"{spec.env} {spec.method} seed {spec.seed}", refresh=True)
-            on_payload(execute(spec.to_dict(), model_dir, checkpoint_dir))
+            on_payload(execute(spec.to_dict(), model_dir, checkpoint_dir, run_progress))
         return
     import multiprocessing as mp
     from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
@@ -660,7 +790,7 @@ def _run_local(
     ctx = mp.get_context("spawn")  # no forked torch / thread state
     pool = ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_pool_initializer, initargs=(os.getpid(),))
     try:
-        futures = {pool.submit(execute, spec.to_dict(), model_dir, checkpoint_dir): spec for spec in pending}
+        futures = {pool.submit(execute, spec.to_dict(), model_dir, checkpoint_dir, run_progress): spec for spec in pending}
         remaining = set(futures)
         while remaining:
             done, remaining = wait(remaining, return_when=FIRST_COMPLETED)
@@ -698,6 +828,7 @@ def _run_ray(
     on_payload: Callable[[dict[str, Any]], None],
     model_dir: str | None = None,
     checkpoint_dir: str | None = None,
+    run_progress: bool = False,
 ) -> None:
     try:
         import ray
@@ -715,7 +846,7 @@ def _run_ray(
         started = True
     try:
         remote = ray.remote(num_cpus=1, max_retries=0)(execute)
-        futures = {remote.remote(spec.to_dict(), model_dir, checkpoint_dir): spec for spec in pending}
+        futures = {remote.remote(spec.to_dict(), model_dir, checkpoint_dir, run_progress): spec for spec in pending}
         remaining = list(futures)
         while remaining:
             done, remaining = ray.wait(remaining, num_returns=1)
@@ -838,7 +969,8 @@ def run_grid(
     :param backend: ``"local"`` (a process pool; in this process when ``workers == 1``) or ``"ray"``.
     :param address: Ray address (``"auto"``, ``"ray://host:10001"``); ``None`` starts a local Ray.
     :param retry_failed: rerun the runs that crashed in an earlier invocation.
-    :param progress: show a tqdm progress bar (stderr).
+    :param progress: show a tqdm progress bar of the runs and, for each run, a line with its learning steps, ETA and
+        latest AERs after every evaluation and every 2 minutes (stderr).
     :param command: the command line recorded in ``grid.json`` (default: ``sys.argv``).
     :param save_models: save each model trained by this invocation as ``<out>/models/<run_id>.zip`` (for
         ``sb3-dmash diagnose`` or ``rl_zoo3.enjoy``). Runs finished before are not retrained for it. With Ray on a
@@ -853,8 +985,18 @@ def run_grid(
         raise ValueError(f"backend={backend!r} is not allowed; expected 'local' or 'ray'")
     if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
         raise ValueError(f"workers={workers!r} must be an integer >= 1")
-    if eval_schedule not in ("every", "final2"):
-        raise ValueError(f"eval_schedule={eval_schedule!r} is not allowed; expected 'every' or 'final2'")
+    validate_settings(
+        methods := list(methods),
+        budget=budget,
+        learning_starts=learning_starts,
+        eval_every=eval_every,
+        eval_schedule=eval_schedule,
+        n_envs=n_envs,
+        eval_episodes=eval_episodes,
+        splits=splits,
+        policy_kwargs=policy_kwargs,
+        hyperparams=hyperparams,
+    )
     specs = make_grid(
         envs,
         methods,
@@ -944,9 +1086,9 @@ def _run_locked_grid(
     try:
         if pending:
             if backend == "ray":
-                _run_ray(pending, workers, address, on_payload, model_dir, checkpoint_dir)
+                _run_ray(pending, workers, address, on_payload, model_dir, checkpoint_dir, progress)
             else:
-                _run_local(pending, workers, on_payload, bar, model_dir, checkpoint_dir)
+                _run_local(pending, workers, on_payload, bar, model_dir, checkpoint_dir, progress)
     except KeyboardInterrupt:
         bar.close()
         done = sum(load_run(out, s) is not None for s in specs)

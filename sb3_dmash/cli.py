@@ -155,6 +155,9 @@ def _report_parser(sub: Any) -> None:
     p = sub.add_parser(
         "report",
         help="per-env tables, normalised IQM with CIs, gains, plots and a markdown report from a results table",
+        description="Write the report of a results table to --out and print the aggregate normalised IQM table (with "
+        "its 95 %% CIs and seeds per env) and the runs that diverged. Warnings (cells with fewer than 3 seeds, unknown "
+        "return bounds, diverged runs) go to stderr.",
     )
     p.add_argument("results", help="a bench folder, results.csv or results.jsonl")
     p.add_argument("--out", default=None, help="report folder (default: <results>/report)")
@@ -185,12 +188,19 @@ def _report(args: argparse.Namespace) -> int:
     )
     for warning in result.warnings:
         print(f"warning: {warning}", file=sys.stderr)
-    print(f"report written to {result.markdown}")
+    print(result.format())  # the headline numbers (and what is not in them) where people look
+    print(f"\nreport written to {result.markdown}")
     return 0
 
 
 def _diagnose_parser(sub: Any) -> None:
-    p = sub.add_parser("diagnose", help="embedding diagnostics of a saved DMASHSAC model (MI, variability, overlap, cosines)")
+    p = sub.add_parser(
+        "diagnose",
+        help="embedding diagnostics of a saved DMASHSAC model (MI, variability, overlap, cosines)",
+        description="Roll a saved inferred-context DMASHSAC model out on a split, print a short summary of its context "
+        "embeddings z (I(z; c) per variable against its maximum, variability, overlap, cosine ranges) and, with --out, "
+        "write diagnostics.json, cosine.png and projection.png.",
+    )
     p.add_argument("model", help="a model saved by DMASHSAC.save (.zip)")
     p.add_argument("--env", required=True, help="AIB id")
     p.add_argument("--split", default="handcrafted_train", help="train, eval_in, eval_out or handcrafted_train (DI)")
@@ -199,12 +209,14 @@ def _diagnose_parser(sub: Any) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--k", type=int, default=3, help="neighbours of the Kraskov estimator (default 3)")
     p.add_argument("--env-kwargs", type=_json_dict, default={}, help="JSON env kwargs")
-    p.add_argument("--out", default=None, help="folder for diagnostics.json and cosine.png")
+    p.add_argument("--out", default=None, help="folder for diagnostics.json, cosine.png and projection.png")
+    p.add_argument("--json", action="store_true", help="print the full JSON (as diagnostics.json) instead of the summary")
 
 
 def _diagnose(args: argparse.Namespace) -> int:
-    from sb3_dmash.diagnostics import diagnose, load_model
+    from sb3_dmash.diagnostics import check_rollout_args, diagnose, load_model
 
+    check_rollout_args(n_episodes=args.episodes, steps_per_episode=args.steps, k=args.k)  # before the slow load
     model = load_model(args.model)
     result = diagnose(
         model,
@@ -217,7 +229,15 @@ def _diagnose(args: argparse.Namespace) -> int:
         env_kwargs=args.env_kwargs or None,
         out=args.out,
     )
-    print(json.dumps(result.summary(), indent=1))
+    if args.json:
+        print(json.dumps(result.summary(), indent=1))
+        return 0
+    print(result.format())
+    if args.out is None:
+        print("(--out DIR saves diagnostics.json, cosine.png and projection.png; --json prints the full JSON)")
+    else:
+        written = [os.path.join(args.out, "diagnostics.json"), result.figure, result.projection]
+        print("written: " + ", ".join(str(p) for p in written if p is not None))
     return 0
 
 

@@ -10,7 +10,10 @@ true context. On top of it:
 * :func:`variability` - tr(Cov z) / d_z;
 * :func:`context_means`, :func:`cosine_matrix`, :func:`representation_overlap` - the mean pairwise cosine similarity
   of the per-context mean embeddings, and the matrix itself (the paper's Figure 4), :func:`plot_cosine_matrix`;
+* :func:`pca_2d`, :func:`plot_projection` - the embeddings projected on their two principal axes, one colour per
+  context (the paper's Figure 4, left);
 * :func:`diagnose` - all of them for a model, an env and a split (``sb3-dmash diagnose`` on the command line);
+  :meth:`DiagnosticsResult.format` is the short summary it prints;
 * :func:`linear_probe_accuracy` - whether a linear classifier on z recovers a binary context factor.
 """
 
@@ -25,6 +28,8 @@ from typing import Any
 
 import numpy as np
 import torch as th
+
+from sb3_dmash.utils import require
 
 
 def collect_embeddings(
@@ -60,6 +65,7 @@ def collect_embeddings(
     """
     import aib
 
+    check_rollout_args(n_episodes=n_episodes, steps_per_episode=steps_per_episode)
     if actions not in ("policy", "random"):
         raise ValueError(f"actions={actions!r} is not allowed; expected 'policy' or 'random'")
     if policy_window_free(model):
@@ -108,6 +114,25 @@ def collect_embeddings(
     }
 
 
+_CLI_NAMES = {"n_episodes": "--episodes", "steps_per_episode": "--steps", "k": "--k"}
+
+
+def check_rollout_args(**values: int | None) -> None:
+    """Raise ``ValueError`` naming the parameter, its value and what is allowed for a count below 1.
+
+    ``n_episodes`` and ``k`` must be integers >= 1; ``steps_per_episode`` is ``None`` (whole episodes) or >= 1.
+    """
+    for name, value in values.items():
+        if value is None and name == "steps_per_episode":
+            continue
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+            allowed = "an integer >= 1"
+            if name == "steps_per_episode":
+                allowed += " (or None, i.e. no --steps: the whole episode)"
+            flag = f" ({_CLI_NAMES[name]})" if name in _CLI_NAMES else ""
+            raise ValueError(f"{name}={value!r}{flag} must be {allowed}")
+
+
 def policy_window_free(model: Any) -> bool:
     """Whether ``model`` has no context encoder (DR, Concat, Decision Adapter, SB3's SAC)."""
     policy = getattr(model, "policy", None)
@@ -154,6 +179,7 @@ def _as_2d(x: np.ndarray) -> np.ndarray:
 
 
 def _log_unit_ball(d: int) -> float:
+    require("scipy", "analysis")  # a clear error without sb3-dmash[analysis]
     from scipy.special import gammaln
 
     return d / 2 * np.log(np.pi) - float(gammaln(d / 2 + 1))
@@ -187,6 +213,7 @@ def kraskov_mi(
     :param noise: relative jitter added to break ties (many samples share a context value), as scikit-learn does.
     :param seed: seed of the jitter.
     """
+    require("scipy", "analysis")  # a clear error without sb3-dmash[analysis]
     from scipy.spatial import cKDTree
     from scipy.special import digamma
 
@@ -235,6 +262,7 @@ def kraskov_mi_discrete(
     Use it for I(z; c) when c takes a few values (the true context is constant per sub-env), where the continuous
     estimator's volume terms and tie handling do not apply.
     """
+    require("scipy", "analysis")  # a clear error without sb3-dmash[analysis]
     from scipy.spatial import cKDTree
     from scipy.special import digamma
 
@@ -313,17 +341,41 @@ def representation_overlap(means: np.ndarray) -> float:
     return float(matrix[np.triu_indices(len(matrix), k=1)].mean())
 
 
-def plot_cosine_matrix(matrix: np.ndarray, labels: Sequence[str], path: str | os.PathLike, title: str = "") -> Path:
-    """The cosine-similarity matrix as an annotated heat map (PNG, matplotlib's Agg backend)."""
+def cosine_color_range(matrix: np.ndarray, margin: float = 0.05) -> tuple[float, float]:
+    """The colour range of a cosine heat map: the data's min and max (diagonal included) widened by ``margin`` of the
+    range (at least 0.005 each side), clipped to [-1, 1].
+
+    SimNorm cosines lie in [0, 1] and often within a few hundredths of each other: on a fixed [-1, 1] scale 0.98 and
+    1.00 get the same colour.
+    """
+    values = np.asarray(matrix, dtype=np.float64)
+    lo, hi = float(values.min()), float(values.max())
+    pad = max(margin * (hi - lo), 0.005)
+    return max(-1.0, lo - pad), min(1.0, hi + pad)
+
+
+def _figure(width: float, height: float) -> Any:
+    require("matplotlib", "analysis")  # a clear error without sb3-dmash[analysis]
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
+    fig = Figure(figsize=(width, height), dpi=100)
+    FigureCanvasAgg(fig)
+    return fig
+
+
+def cosine_figure(matrix: np.ndarray, labels: Sequence[str], title: str = "") -> Any:
+    """The cosine-similarity matrix as an annotated heat map coloured on the data's range (:func:`cosine_color_range`).
+
+    :return: the matplotlib ``Figure`` (Agg canvas; no pyplot state).
+    """
+    matrix = np.asarray(matrix, dtype=np.float64)
     n = len(matrix)
     size = max(4.0, 0.55 * n + 2.5)
-    fig = Figure(figsize=(size + 1.0, size), dpi=100)
-    FigureCanvasAgg(fig)
+    fig = _figure(size + 1.0, size)
     ax = fig.add_subplot(1, 1, 1)
-    image = ax.imshow(matrix, vmin=-1, vmax=1, cmap="RdBu_r")
+    vmin, vmax = cosine_color_range(matrix)
+    image = ax.imshow(matrix, vmin=vmin, vmax=vmax, cmap="viridis")
     ax.set_xticks(range(n))
     ax.set_yticks(range(n))
     ax.set_xticklabels(labels, rotation=60, ha="right", fontsize="small")
@@ -331,16 +383,129 @@ def plot_cosine_matrix(matrix: np.ndarray, labels: Sequence[str], path: str | os
     if n <= 24:
         for i in range(n):
             for j in range(n):
-                color = "white" if abs(matrix[i, j]) > 0.6 else "black"
-                ax.text(j, i, f"{matrix[i, j]:.2f}", ha="center", va="center", color=color, fontsize=6 if n > 8 else 8)
-    fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04, label="cosine similarity")
+                dark = image.norm(matrix[i, j]) < 0.6  # viridis is dark at the low end
+                ax.text(
+                    j,
+                    i,
+                    f"{matrix[i, j]:.2f}",
+                    ha="center",
+                    va="center",
+                    color="white" if dark else "black",
+                    fontsize=6 if n > 8 else 8,
+                )
+    fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04, label=f"cosine similarity (colours span {vmin:.3f} to {vmax:.3f})")
     if title:
         ax.set_title(title)
+    fig.tight_layout()
+    return fig
+
+
+def plot_cosine_matrix(matrix: np.ndarray, labels: Sequence[str], path: str | os.PathLike, title: str = "") -> Path:
+    """Save :func:`cosine_figure` as a PNG."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    cosine_figure(matrix, labels, title).savefig(path)
+    return path
+
+
+def pca_2d(z: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The samples on their two principal axes (numpy SVD of the centred data).
+
+    :return: ``(N, 2)`` coordinates and the fraction of the total variance each axis explains (``(2,)``); an axis
+        that does not exist (``d_z = 1``, or no variance) is zeros.
+    """
+    z = _as_2d(z)
+    centred = z - z.mean(axis=0)
+    _, singular, vt = np.linalg.svd(centred, full_matrices=False)
+    coords = np.zeros((len(z), 2))
+    ratio = np.zeros(2)
+    m = min(2, vt.shape[0])
+    coords[:, :m] = centred @ vt[:m].T
+    total = float(np.sum(singular**2))
+    if total > 0:
+        ratio[:m] = singular[:m] ** 2 / total
+    return coords, ratio
+
+
+def _modes(contexts: np.ndarray, keys: Sequence[str]) -> np.ndarray | None:
+    """Per context: True where ``action_factor`` < 0 (inverted); ``None`` without an ``action_factor``."""
+    keys = list(keys)
+    if "action_factor" not in keys:
+        return None
+    return np.asarray(contexts, dtype=np.float64)[:, keys.index("action_factor")] < 0
+
+
+def plot_projection(
+    z: np.ndarray,
+    context_index: np.ndarray,
+    labels: Sequence[str],
+    path: str | os.PathLike,
+    modes: np.ndarray | None = None,
+    title: str = "",
+) -> Path:
+    """The embeddings on their two principal axes (:func:`pca_2d`), one colour per context, the context means as
+    large markers; with ``modes`` (True = inverted) nominal contexts are blue circles and inverted ones red triangles.
+
+    :param z: ``(N, d_z)`` embeddings.
+    :param context_index: ``(N,)`` the context of each sample; its sorted unique values match ``labels``.
+    :param labels: one label per context.
+    :param path: the PNG.
+    :param modes: one bool per context (True = inverted action), or ``None``.
+    :param title: the axes title.
+    """
+    require("matplotlib", "analysis")  # a clear error without sb3-dmash[analysis]
+    from matplotlib import colormaps
+
+    coords, ratio = pca_2d(z)
+    index = np.asarray(context_index)
+    unique = np.unique(index)
+    n = len(unique)
+    if modes is None:
+        cmap = colormaps["tab20" if n > 10 else "tab10"]
+        colours = [cmap(i % cmap.N) for i in range(n)]
+        markers = ["o"] * n
+    else:
+        colours, markers = [], []
+        counts = {False: 0, True: 0}
+        totals = {False: int(np.sum(~modes)), True: int(np.sum(modes))}
+        for inverted in modes:  # shades of one family per mode, light to dark
+            family = colormaps["Reds" if inverted else "Blues"]
+            colours.append(family(0.45 + 0.5 * counts[bool(inverted)] / max(1, totals[bool(inverted)] - 1)))
+            counts[bool(inverted)] += 1
+            markers.append("^" if inverted else "o")
+    fig = _figure(7.5, 5.0)
+    ax = fig.add_subplot(1, 1, 1)
+    for i, label in enumerate(unique):
+        points = coords[index == label]
+        ax.scatter(points[:, 0], points[:, 1], s=6, alpha=0.35, color=colours[i], marker=markers[i], linewidths=0)
+        centre = points.mean(axis=0)
+        ax.scatter(centre[0], centre[1], s=70, color=colours[i], marker=markers[i], edgecolors="black", label=str(labels[i]))
+    ax.set_xlabel(f"PC 1 ({100 * ratio[0]:.0f} % of the variance)")
+    ax.set_ylabel(f"PC 2 ({100 * ratio[1]:.0f} % of the variance)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize="x-small", loc="center left", bbox_to_anchor=(1.01, 0.5), ncol=2 if n > 12 else 1)
+    if title:
+        ax.set_title(title, fontsize="medium")
     fig.tight_layout()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path)
     return path
+
+
+def entropy_of(labels: np.ndarray) -> float:
+    """The plug-in entropy in nats of a discrete variable (rows of a 2-D array are values): the most I(z; c) can be."""
+    labels = np.asarray(labels)
+    if labels.ndim > 1:
+        labels = np.unique(labels.reshape(len(labels), -1), axis=0, return_inverse=True)[1].reshape(-1)
+    _, counts = np.unique(labels, return_counts=True)
+    p = counts / counts.sum()
+    return float(-np.sum(p * np.log(p)))
+
+
+def _pair_range(matrix: np.ndarray, mask: np.ndarray) -> tuple[float, float] | None:
+    values = matrix[np.triu(mask, k=1)]
+    return None if values.size == 0 else (float(values.min()), float(values.max()))
 
 
 def _format_context(context: Sequence[float], keys: Sequence[str]) -> str:
@@ -369,6 +534,45 @@ class DiagnosticsResult:
     contexts: np.ndarray
     k: int
     figure: Path | None = None
+    mutual_information_max: float | None = None
+    mutual_information_max_per_key: dict[str, float] = dataclasses.field(default_factory=dict)
+    projection: Path | None = None
+
+    def cosine_ranges(self) -> dict[str, tuple[float, float] | None]:
+        """(min, max) cosine between distinct contexts: ``"between_contexts"`` (all pairs) and, when the contexts have
+        an ``action_factor``, ``"within_modes"`` (pairs of the same sign) and ``"between_modes"`` (opposite signs)."""
+        matrix = np.asarray(self.cosine_matrix, dtype=np.float64)
+        n = len(matrix)
+        out: dict[str, tuple[float, float] | None] = {"between_contexts": _pair_range(matrix, np.ones((n, n), bool))}
+        modes = _modes(self.contexts, self.context_keys)
+        if modes is not None:
+            same = modes[:, None] == modes[None, :]
+            out["within_modes"] = _pair_range(matrix, same)
+            out["between_modes"] = _pair_range(matrix, ~same)
+        return out
+
+    def format(self) -> str:
+        """A few lines for people: the samples, I(z; c) per variable against its maximum, variability, overlap and
+        the cosine ranges."""
+
+        def mi(value: float, most: float | None) -> str:
+            return f"{value:.2f}" + ("" if most is None else f" of max {most:.2f}")
+
+        per_key = ", ".join(
+            f"{key} {mi(value, self.mutual_information_max_per_key.get(key))}"
+            for key, value in self.mutual_information_per_key.items()
+        )
+        lines = [
+            f"{self.env_id} {self.split}: {self.n_samples} samples of z from {len(self.labels)} contexts (k = {self.k})",
+            f"I(z; c) in nats: context {mi(self.mutual_information, self.mutual_information_max)}; {per_key}",
+            f"variability tr(Cov z)/d: {self.variability:.4g} overall, {self.within_context_variability:.4g} within a context",
+            f"representation overlap (mean cosine of context means): {self.representation_overlap:.3f}",
+        ]
+        names = {"between_contexts": "all pairs", "within_modes": "within a mode", "between_modes": "between modes"}
+        ranges = [f"{names[key]} [{pair[0]:.3f}, {pair[1]:.3f}]" for key, pair in self.cosine_ranges().items() if pair]
+        if ranges:
+            lines.append("cosine of context means: " + ", ".join(ranges))
+        return "\n".join(lines)
 
     def summary(self) -> dict[str, Any]:
         """JSON-serialisable: every number, the labels and the cosine matrix."""
@@ -387,6 +591,10 @@ class DiagnosticsResult:
             "contexts": self.contexts.tolist(),
             "cosine_matrix": np.round(self.cosine_matrix, 6).tolist(),
             "figure": None if self.figure is None else str(self.figure),
+            "mutual_information_max": self.mutual_information_max,
+            "mutual_information_max_per_key": self.mutual_information_max_per_key,
+            "cosine_ranges": {k: None if v is None else list(v) for k, v in self.cosine_ranges().items()},
+            "projection": None if self.projection is None else str(self.projection),
         }
 
 
@@ -395,7 +603,8 @@ def embedding_diagnostics(data: Mapping[str, np.ndarray], k: int = 3, env_id: st
     ``context_keys`` and ``context_index``).
 
     Informativeness is I(z; c) with c the context (one value per sub-env, hence discrete:
-    :func:`kraskov_mi_discrete`, L2, k neighbours), overall and per context variable.
+    :func:`kraskov_mi_discrete`, L2, k neighbours), overall and per context variable; its maximum is the entropy of
+    c over the samples (:func:`entropy_of`).
     """
     z, context = _as_2d(data["z"]), _as_2d(data["context"])
     keys = [str(k_) for k_ in data["context_keys"]]
@@ -416,6 +625,8 @@ def embedding_diagnostics(data: Mapping[str, np.ndarray], k: int = 3, env_id: st
         labels=[_format_context(c, keys) for c in per_context],
         contexts=per_context,
         k=k,
+        mutual_information_max=entropy_of(labels),
+        mutual_information_max_per_key={key: entropy_of(context[:, j]) for j, key in enumerate(keys)},
     )
 
 
@@ -432,8 +643,13 @@ def diagnose(
 ) -> DiagnosticsResult:
     """Roll ``model`` out on ``split`` and compute informativeness, variability, overlap and the cosine matrix.
 
-    With ``out``, writes ``diagnostics.json`` and ``cosine.png`` (the paper's Figure 4 for DI ``handcrafted_train``).
+    With ``out``, writes ``diagnostics.json``, ``cosine.png`` and ``projection.png`` (the paper's Figure 4 for DI
+    ``handcrafted_train``).
+
+    :raises ValueError: ``n_episodes``, ``k`` below 1, ``steps_per_episode`` not ``None`` and below 1 (the message names
+        the parameter, its value and what is allowed).
     """
+    check_rollout_args(n_episodes=n_episodes, steps_per_episode=steps_per_episode, k=k)
     data = collect_embeddings(
         model, env_id, split, n_episodes=n_episodes, steps_per_episode=steps_per_episode, seed=seed, env_kwargs=env_kwargs
     )
@@ -444,6 +660,14 @@ def diagnose(
         name = getattr(model, "method", type(model).__name__)
         result.figure = plot_cosine_matrix(
             result.cosine_matrix, result.labels, out / "cosine.png", title=f"{env_id} {split} ({name}): cosine of mean z"
+        )
+        result.projection = plot_projection(
+            data["z"],
+            data["context_index"],
+            result.labels,
+            out / "projection.png",
+            modes=_modes(result.contexts, result.context_keys),
+            title=f"{env_id} {split} ({name}): z on its two principal axes",
         )
         (out / "diagnostics.json").write_text(json.dumps(result.summary(), indent=1) + "\n", encoding="utf-8")
     return result

@@ -13,6 +13,9 @@
 5. **Gains** of the reference method (DMA*-SH) over each baseline, ``(IQM_ref / IQM_base - 1) x 100`` on two-decimal
    IQMs (the paper's rule), and the **probability of improvement** with its CI.
 6. **Figures** (matplotlib, Agg): learning curves per env and the IQM bars; a markdown report ties it together.
+7. **What the numbers rest on**: cells (env x method x split) with fewer than 3 seeds are warned about and their CIs
+   marked (``n=1: no CI``); runs that diverged (bench folders) are listed with their reasons, since they are in no
+   table. :meth:`ReportResult.format` is the terminal summary ``sb3-dmash report`` prints.
 """
 
 from __future__ import annotations
@@ -27,28 +30,44 @@ from typing import Any
 import numpy as np
 
 from sb3_dmash import stats
+from sb3_dmash.utils import require
 
 SPLITS = ("train", "eval_in", "eval_out")
 SPLIT_NAMES = {"train": "Train", "eval_in": "Eval-in", "eval_out": "Eval-out", "aggregated": "Aggregated"}
 SUBSETS = ("All", "Overlap", "Non-overlap")
 METHOD_ORDER = ("concat", "decision_adapter", "dr", "sac", "dma", "dma_pearl", "dma_star", "dmash")
+MIN_SEEDS = 3
+"""Cells with fewer seeds get a warning and a marked CI: a 95 % CI from 2 seeds says little, from 1 it is a point."""
+DIVERGED_HEADING = "Diverged runs (left out of every table and aggregate)"
 
 
 @dataclasses.dataclass
 class ReportResult:
-    """What :func:`make_report` produced."""
+    """What :func:`make_report` produced.
+
+    ``diverged`` lists the runs of the bench folder that diverged (``{"run_id", "env", "method", "seed", "reason"}``);
+    they are in no table.
+    """
 
     out: Path
     markdown: Path
     tables: dict[str, Any]
     figures: list[Path]
     warnings: list[str]
+    diverged: list[dict[str, Any]] = dataclasses.field(default_factory=list)
+
+    def format(self) -> str:
+        """The terminal summary: the aggregate IQM table and the diverged runs."""
+        parts = [format_aggregate(self.tables["aggregate"])]
+        if self.diverged:
+            parts.append(format_diverged(self.diverged))
+        return "\n\n".join(parts)
 
 
 # ---------------------------------------------------------------------------------------------------------- data
 def load_frame(results: str | os.PathLike | Sequence[Mapping[str, Any]]) -> Any:
     """The results rows as a DataFrame (a bench folder, a CSV or JSONL table, or a list of row dicts)."""
-    import pandas as pd
+    pd = require("pandas", "analysis")  # a clear error without sb3-dmash[analysis]
 
     from sb3_dmash.bench import load_results
 
@@ -84,7 +103,7 @@ def final_scores(frame: Any) -> Any:
     Columns: the keys, ``aer`` (the score), ``step`` (the evaluation it came from), ``final_step`` (the run's last
     evaluation step), ``per_context`` (of that evaluation, when the table has it).
     """
-    import pandas as pd
+    pd = require("pandas", "analysis")  # a clear error without sb3-dmash[analysis]
 
     keys = ["env", "method", "seed", "split"]
     out = []
@@ -172,7 +191,7 @@ def task_scores(scores: Any, method: str, split: str, subset: str) -> tuple[list
 # ---------------------------------------------------------------------------------------------------------- tables
 def per_env_table(scores: Any, reps: int = 10_000, seed: int = 0) -> Any:
     """Mean AER over seeds with a 95 % bootstrap CI (runs resampled), per env, method and split."""
-    import pandas as pd
+    pd = require("pandas", "analysis")  # a clear error without sb3-dmash[analysis]
 
     rows = []
     for (env, method, split), group in scores.groupby(["env", "method", "split"], sort=False):
@@ -197,8 +216,12 @@ def per_env_table(scores: Any, reps: int = 10_000, seed: int = 0) -> Any:
 
 
 def aggregate_table(scores: Any, reps: int = 50_000, seed: int = 0) -> Any:
-    """Normalised IQM (and mean) with 95 % stratified-bootstrap CIs per method, split and subset."""
-    import pandas as pd
+    """Normalised IQM (and mean) with 95 % stratified-bootstrap CIs per method, split and subset.
+
+    ``min_seeds`` / ``max_seeds``: the fewest and most runs of one task (env, or env/split) in the cell; with
+    ``max_seeds == 1`` the stratified bootstrap cannot move and the CI is a point.
+    """
+    pd = require("pandas", "analysis")  # a clear error without sb3-dmash[analysis]
 
     rows = []
     methods = _order(scores["method"].unique(), METHOD_ORDER)
@@ -217,6 +240,8 @@ def aggregate_table(scores: Any, reps: int = 50_000, seed: int = 0) -> Any:
                         method_name=scores.loc[scores["method"] == method, "method_name"].iloc[0],
                         n_tasks=len(arrays),
                         n_runs=int(sum(a.size for a in arrays)),
+                        min_seeds=int(min(a.size for a in arrays)),
+                        max_seeds=int(max(a.size for a in arrays)),
                         iqm=est["iqm"][0],
                         iqm_low=est["iqm"][1],
                         iqm_high=est["iqm"][2],
@@ -230,7 +255,7 @@ def aggregate_table(scores: Any, reps: int = 50_000, seed: int = 0) -> Any:
 
 def gain_table(aggregate: Any, reference: str = "dmash") -> Any:
     """Gains of ``reference`` over every other method: the ratio of the two-decimal IQMs, in percent (§7.3.6)."""
-    import pandas as pd
+    pd = require("pandas", "analysis")  # a clear error without sb3-dmash[analysis]
 
     rows = []
     if aggregate.empty or reference not in set(aggregate["method"]):
@@ -258,7 +283,7 @@ def gain_table(aggregate: Any, reference: str = "dmash") -> Any:
 
 def improvement_table(scores: Any, reference: str = "dmash", reps: int = 2_000, seed: int = 0) -> Any:
     """P(reference > baseline) with a 95 % CI, per baseline, split and subset (tasks both methods have)."""
-    import pandas as pd
+    pd = require("pandas", "analysis")  # a clear error without sb3-dmash[analysis]
 
     rows = []
     methods = _order(scores["method"].unique(), METHOD_ORDER)
@@ -296,7 +321,7 @@ def improvement_table(scores: Any, reference: str = "dmash", reps: int = 2_000, 
 
 def per_context_table(scores: Any, split: str = "eval_out") -> Any:
     """Mean over seeds of the per-context returns behind each run's score, for one split (the eval-out breakdown)."""
-    import pandas as pd
+    pd = require("pandas", "analysis")  # a clear error without sb3-dmash[analysis]
 
     rows = []
     if "per_context" not in scores:
@@ -309,8 +334,126 @@ def per_context_table(scores: Any, split: str = "eval_out") -> Any:
     return pd.DataFrame(rows)
 
 
+# ---------------------------------------------------------------------------------------------------------- checks
+def seed_warnings(scores: Any, min_seeds: int = MIN_SEEDS) -> list[str]:
+    """One warning per seed count below ``min_seeds``, naming the cells (env x method x split) that have it."""
+    counts = scores.groupby(["env", "method", "split"], sort=False)["seed"].nunique()
+    warnings = []
+    for n in sorted(set(int(c) for c in counts if c < min_seeds)):
+        cells = []
+        for (env, method), group in counts[counts == n].groupby(level=["env", "method"], sort=False):
+            splits = list(group.index.get_level_values("split"))
+            every = set(scores.loc[(scores["env"] == env) & (scores["method"] == method), "split"])
+            name = f"{_env_name(scores, env)} x {_method_name(scores, method)}"
+            cells.append(name if set(splits) == every else f"{name} [{', '.join(splits)}]")
+        what = (
+            "a 95 % CI from one seed is a point (degenerate, e.g. [0.09, 0.09]); marked 'n=1: no CI'"
+            if n == 1
+            else f"a 95 % CI from {n} seeds says little (fewer than {min_seeds}); marked 'n={n}'"
+        )
+        warnings.append(
+            f"only {n} seed{'s' if n > 1 else ''} in {len(counts[counts == n])} cell(s) (env x method x split): "
+            f"{'; '.join(cells[:8])}{f' and {len(cells) - 8} more' if len(cells) > 8 else ''}: {what}"
+        )
+    return warnings
+
+
+def _env_name(scores: Any, env: str) -> str:
+    return str(scores.loc[scores["env"] == env, "env_name"].iloc[0])
+
+
+def _method_name(scores: Any, method: str) -> str:
+    return str(scores.loc[scores["method"] == method, "method_name"].iloc[0])
+
+
+def bench_folder(results: Any) -> Path | None:
+    """The bench folder behind ``results``: the folder itself, or the parent of a results file that has ``runs/``."""
+    if not isinstance(results, (str, os.PathLike)):
+        return None
+    path = Path(results)
+    folder = path if path.is_dir() else path.parent
+    return folder if (folder / "runs").is_dir() else None
+
+
+def find_diverged(results: Any) -> list[dict[str, Any]]:
+    """The diverged runs of the bench folder behind ``results`` (:func:`sb3_dmash.bench.diverged_runs`), or ``[]``."""
+    from sb3_dmash.bench import diverged_runs
+
+    folder = bench_folder(results)
+    return [] if folder is None else diverged_runs(folder)
+
+
+# ---------------------------------------------------------------------------------------------------------- terminal
+def _ci_cell(point: float, lower: float, upper: float, n_min: int, n_max: int, digits: int = 2) -> str:
+    """``point [lower, upper]``, marked when the cell rests on fewer than :data:`MIN_SEEDS` seeds per env."""
+    if n_max <= 1:
+        return f"{point:.{digits}f} (n=1: no CI)"
+    text = _ci(point, lower, upper, digits)
+    if n_min < MIN_SEEDS:
+        n = f"{n_min}" if n_min == n_max else f"{n_min}-{n_max}"
+        text += f" (n={n})"
+    return text
+
+
+def _text_table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
+    widths = [max(len(str(c)) for c in column) for column in zip(header, *rows, strict=True)]
+    lines = ["  ".join(str(c).ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() for row in (header, *rows)]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+def format_aggregate(aggregate: Any) -> str:
+    """The aggregate table as plain text: one block per subset, a row per method, a column per split.
+
+    A subset with the same envs as "All" is left out (its numbers are the same).
+    """
+    if aggregate.empty:
+        return "Normalised IQM: no cells"
+    splits = [s for s in (*SPLITS, "aggregated") if s in set(aggregate["split"])]
+    methods = _order(aggregate["method"].unique(), METHOD_ORDER)
+    all_tasks = aggregate[aggregate["subset"] == "All"].set_index(["split", "method"])["n_tasks"].sort_index()
+    blocks, marked = [], False
+    for subset in SUBSETS:
+        cells = aggregate[aggregate["subset"] == subset]
+        tasks = cells.set_index(["split", "method"])["n_tasks"].sort_index()
+        if cells.empty or (subset != "All" and tasks.equals(all_tasks)):
+            continue  # no env of this class, or every env is of it (the same numbers as "All")
+        per_split = cells.loc[cells["split"] != "aggregated", "n_tasks"]
+        n_envs = int((per_split if len(per_split) else cells["n_tasks"]).max())
+        rows = []
+        for method in methods:
+            sel = cells[cells["method"] == method].set_index("split")
+            if sel.empty:
+                continue
+            lo, hi = int(sel["min_seeds"].min()), int(sel["max_seeds"].max())
+            row = [sel["method_name"].iloc[0], str(lo) if lo == hi else f"{lo}-{hi}"]
+            for split in splits:
+                if split not in sel.index:
+                    row.append("-")
+                    continue
+                r = sel.loc[split]
+                row.append(_ci_cell(r["iqm"], r["iqm_low"], r["iqm_high"], int(r["min_seeds"]), int(r["max_seeds"])))
+                marked |= int(r["min_seeds"]) < MIN_SEEDS
+            rows.append(row)
+        title = f"Normalised IQM [95 % CI], {subset} ({n_envs} env{'s' if n_envs != 1 else ''})"
+        blocks.append(title + "\n" + _text_table(["Method", "Seeds/env", *[SPLIT_NAMES[s] for s in splits]], rows))
+    text = "\n\n".join(blocks)
+    if marked:
+        text += f"\n(n=K: only K seeds in some env of the cell, fewer than {MIN_SEEDS}: the CI says little; n=1: no CI at all)"
+    return text
+
+
+def format_diverged(diverged: Sequence[Mapping[str, Any]]) -> str:
+    """The diverged runs, one line each with the reason."""
+    lines = [f"{DIVERGED_HEADING}: {len(diverged)}"]
+    for d in diverged:
+        lines.append(f"  {d['env']} {d['method']} seed {d['seed']} ({d['run_id']}): {d['reason'] or 'no reason stored'}")
+    return "\n".join(lines)
+
+
 # ---------------------------------------------------------------------------------------------------------- figures
 def _figure(width: float, height: float) -> Any:
+    require("matplotlib", "analysis")  # a clear error without sb3-dmash[analysis]
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
@@ -433,6 +576,7 @@ def write_markdown(
     figures: Sequence[Path],
     reps: int,
     reference: str,
+    diverged: Sequence[Mapping[str, Any]] = (),
 ) -> None:
     methods = _order(scores["method"].unique(), METHOD_ORDER)
     names = {m: scores.loc[scores["method"] == m, "method_name"].iloc[0] for m in methods}
@@ -451,9 +595,17 @@ def write_markdown(
     ]
     if warnings:
         parts += ["**Warnings**", "", *[f"- {w}" for w in warnings], ""]
+    if diverged:
+        parts += [f"## {DIVERGED_HEADING}", ""]
+        parts += [
+            f"- `{d['run_id']}`: {d['env']}, {names.get(d['method'], d['method'])}, seed {d['seed']}: "
+            f"{d['reason'] or 'no reason stored'}"
+            for d in diverged
+        ]
+        parts.append("")
     parts += ["## Aggregate normalised IQM", ""]
     header = ["Split", "Subset", *[names[m] for m in methods]]
-    rows = []
+    rows, marked = [], False
     for split in (*SPLITS, "aggregated"):
         for subset in SUBSETS:
             cells = aggregate[(aggregate["split"] == split) & (aggregate["subset"] == subset)]
@@ -463,9 +615,19 @@ def write_markdown(
             row = [SPLIT_NAMES[split], subset]
             for m in methods:
                 r = by_method.get(m)
-                row.append("-" if r is None else _ci(r["iqm"], r["iqm_low"], r["iqm_high"]))
+                if r is None:
+                    row.append("-")
+                    continue
+                row.append(_ci_cell(r["iqm"], r["iqm_low"], r["iqm_high"], int(r["min_seeds"]), int(r["max_seeds"])))
+                marked |= int(r["min_seeds"]) < MIN_SEEDS
             rows.append(row)
     parts += [_markdown_table(header, rows), ""]
+    if marked:
+        parts += [
+            f"*n=K*: only K seeds in some env of the cell, fewer than {MIN_SEEDS}: the CI says little; *n=1: no CI*: "
+            "one seed per env, the bootstrap cannot move.",
+            "",
+        ]
     if not gains.empty:
         baselines = list(dict.fromkeys(gains["baseline"]))
         parts += [
@@ -518,7 +680,14 @@ def write_markdown(
                 + [
                     "-"
                     if m not in by_method
-                    else _ci(by_method[m]["mean"], by_method[m]["ci_low"], by_method[m]["ci_high"], 1)
+                    else _ci_cell(
+                        by_method[m]["mean"],
+                        by_method[m]["ci_low"],
+                        by_method[m]["ci_high"],
+                        int(by_method[m]["n_seeds"]),
+                        int(by_method[m]["n_seeds"]),
+                        1,
+                    )
                     for m in methods
                 ]
             )
@@ -546,7 +715,8 @@ def make_report(
     Writes ``scores.csv`` (per-run scores, raw and normalised), ``per_env.csv``, ``aggregate.csv``, ``gains.csv``,
     ``improvement.csv``, ``per_context_eval_out.csv``, the PNG figures and ``report.md``.
 
-    :param results: a bench folder, ``results.csv``/``results.jsonl``, or a list of row dicts.
+    :param results: a bench folder, ``results.csv``/``results.jsonl``, or a list of row dicts. For a bench folder (or a
+        table inside one) the diverged runs of its ``runs/`` are listed in the report and in ``ReportResult.diverged``.
     :param out: the report folder.
     :param reps: bootstrap replicates of the aggregate CIs (rliable's default 50,000).
     :param seed: bootstrap seed (every cell uses a fresh generator from it: results do not depend on the order).
@@ -557,11 +727,22 @@ def make_report(
     :param improvement_reps: replicates of the P(improvement) CIs (default ``min(reps, 2000)``).
     """
     out = Path(out)
+    diverged = find_diverged(results)
+    try:
+        frame = load_frame(results)
+    except ValueError as exc:
+        if diverged and "no result rows" in str(exc):
+            raise ValueError(f"{exc}; every finished run diverged:\n{format_diverged(diverged)}") from None
+        raise
     out.mkdir(parents=True, exist_ok=True)
-    frame = load_frame(results)
     scores = final_scores(frame)
     env_bounds, warnings = normalisation_bounds(frame, bounds)
     scores = normalise(scores, env_bounds)
+    warnings += seed_warnings(scores)
+    if diverged:
+        warnings.append(
+            f"{len(diverged)} run(s) diverged and are left out of every table and aggregate (listed in the report)"
+        )
     finals = scores.groupby("env")["final_step"].nunique()
     for env in finals[finals > 1].index:
         steps = sorted(int(v) for v in scores.loc[scores["env"] == env, "final_step"].unique())
@@ -600,5 +781,6 @@ def make_report(
         figures,
         reps,
         reference,
+        diverged,
     )
-    return ReportResult(out, markdown, tables, figures, warnings)
+    return ReportResult(out, markdown, tables, figures, warnings, diverged)

@@ -1,11 +1,12 @@
-"""Process-wide performance settings. Never applied on import: our entry points (the ``sb3-dmash`` CLI and its bench
-workers, the benchmark scripts) call them, and users opt in explicitly."""
+"""Process-wide performance settings (never applied on import: our entry points (the ``sb3-dmash`` CLI and its bench
+workers, the benchmark scripts) call them, and users opt in explicitly), and imports of the optional extras."""
 
 from __future__ import annotations
 
 import ctypes
 import ctypes.util
 import sys
+from types import ModuleType
 
 # glibc mallopt parameters
 _M_TRIM_THRESHOLD, _M_TOP_PAD, _M_MMAP_THRESHOLD = -1, -2, -3
@@ -36,3 +37,15 @@ def tune_malloc() -> bool:
     ok &= mallopt(_M_TRIM_THRESHOLD, 2**31 - 1) == 1
     ok &= mallopt(_M_TOP_PAD, 512 * 1024 * 1024) == 1
     return bool(ok)
+
+
+def require(module: str, extra: str) -> ModuleType:
+    """Import ``module`` of an optional extra; if it (or one of its own dependencies) is missing, say what to install.
+
+    :param module: the module to import (``"pandas"``, ``"scipy.special"``).
+    :param extra: the sb3-dmash extra that provides it (``"analysis"``).
+    :raises ModuleNotFoundError: naming the missing module and the ``pip install "sb3-dmash[extra]"`` command.
+    """
+    from aib._optional import require as require_extra
+
+    return require_extra(module, extra, who_needs="this feature of sb3-dmash needs")

@@ -27,9 +27,11 @@ import importlib
 import importlib.resources
 import inspect
 import io
+import numbers
 import runpy
 import sys
 import threading
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -247,32 +249,69 @@ def _make_objective(original: Any) -> Any:
     return objective
 
 
+def check_hyperparams(hyperparams: Mapping[str, Any], algo: str, env_id: str, config: str | None) -> None:
+    """Reject hyperparameters that rl-zoo3 would otherwise fail on later with an unrelated error.
+
+    * ``n_envs`` must be an integer >= 1 (0 fails inside SB3's ``make_vec_env`` with an IndexError);
+    * ``--algo dmash_sac`` on a non-AIB id without ``--conf-file``: rl-zoo3 falls back to our yml's ``default`` entry,
+      whose ``env_kwargs: {split: train}`` and ``vec_env_wrapper: aib.AssignContexts`` only fit AIB environments.
+
+    :param hyperparams: the entry rl-zoo3 read (after ``-params`` and ``--trial-id``).
+    :param algo: the ``--algo``.
+    :param env_id: the ``--env``.
+    :param config: the hyperparameter file rl-zoo3 read.
+    """
+    n_envs = hyperparams.get("n_envs", 1)
+    if isinstance(n_envs, bool) or not isinstance(n_envs, numbers.Integral) or n_envs < 1:
+        raise ValueError(f"n_envs must be an integer >= 1, got {n_envs!r} (the n_envs hyperparameter of {algo} on {env_id})")
+    if algo != ALGO or str(env_id).startswith(AIB_PREFIX) or config is None:
+        return
+    if Path(config).resolve() != hyperparams_file(_CONFIG_FILES[ALGO]).resolve():
+        return
+    env_kwargs = hyperparams.get("env_kwargs")
+    aib_split = isinstance(env_kwargs, Mapping) and "split" in env_kwargs
+    # only while an AIB-only key is still set: -params can override both
+    if "AssignContexts" in str(hyperparams.get("vec_env_wrapper")) or aib_split:
+        raise ValueError(
+            f"--env {env_id}: the zoo's default dmash_sac entry is for AIB environments (AIB-*-v0); give hyperparameters "
+            f"for {env_id} with --conf-file (a yml with an entry for {env_id}), or -params vec_env_wrapper:None "
+            'env_kwargs:"dict()" (and your own n_timesteps, buffer_size...)'
+        )
+
+
 def _make_read_hyperparameters(original: Any) -> Any:
     def read_hyperparameters(self: Any) -> tuple[dict[str, Any], dict[str, Any]]:
-        trial_id = self.trial_id
-        if self.algo != ALGO or not (self.storage and self.study_name) or trial_id is None:
-            return original(self)
-        # Loading a trial (--storage --study-name --trial-id). rl-zoo3 would replace the yml's policy_kwargs with the
-        # trial's and skip trial 0 (its test is `if self.trial_id:`). Instead: read the yml entry alone, merge its
-        # policy_kwargs (or those of -params) under the trial's, and hand the trial to rl-zoo3 as if it were -params
-        # given before the user's own (rl-zoo3's order: yml < trial < -params).
-        saved_custom = self.custom_hyperparams
-        custom = dict(saved_custom or {})
-        try:
-            self.trial_id, self.custom_hyperparams = None, None
-            with contextlib.redirect_stdout(io.StringIO()):
-                base, _ = original(self)
-            print(f"Loading trial {trial_id} of the Optuna study {self.study_name!r}...")
-            study_params = self.load_trial(self.storage, self.study_name, trial_id)
-            if "policy_kwargs" in study_params:
-                base_policy_kwargs = custom.pop("policy_kwargs") if "policy_kwargs" in custom else base.get("policy_kwargs")
-                study_params["policy_kwargs"] = {**_as_dict(base_policy_kwargs), **study_params["policy_kwargs"]}
-            self.custom_hyperparams = {**study_params, **custom}
-            return original(self)
-        finally:
-            self.trial_id, self.custom_hyperparams = trial_id, saved_custom
+        hyperparams, saved = _read_hyperparameters(self, original)
+        check_hyperparams(hyperparams, str(self.algo), str(self.env_name.gym_id), self.config)
+        return hyperparams, saved
 
     return read_hyperparameters
+
+
+def _read_hyperparameters(self: Any, original: Any) -> tuple[dict[str, Any], dict[str, Any]]:
+    """rl-zoo3's ``read_hyperparameters``; for ``dmash_sac`` with ``--trial-id``, keeps the yml's ``policy_kwargs``."""
+    trial_id = self.trial_id
+    if self.algo != ALGO or not (self.storage and self.study_name) or trial_id is None:
+        return original(self)
+    # Loading a trial (--storage --study-name --trial-id). rl-zoo3 would replace the yml's policy_kwargs with the
+    # trial's and skip trial 0 (its test is `if self.trial_id:`). Instead: read the yml entry alone, merge its
+    # policy_kwargs (or those of -params) under the trial's, and hand the trial to rl-zoo3 as if it were -params
+    # given before the user's own (rl-zoo3's order: yml < trial < -params).
+    saved_custom = self.custom_hyperparams
+    custom = dict(saved_custom or {})
+    try:
+        self.trial_id, self.custom_hyperparams = None, None
+        with contextlib.redirect_stdout(io.StringIO()):
+            base, _ = original(self)
+        print(f"Loading trial {trial_id} of the Optuna study {self.study_name!r}...")
+        study_params = self.load_trial(self.storage, self.study_name, trial_id)
+        if "policy_kwargs" in study_params:
+            base_policy_kwargs = custom.pop("policy_kwargs") if "policy_kwargs" in custom else base.get("policy_kwargs")
+            study_params["policy_kwargs"] = {**_as_dict(base_policy_kwargs), **study_params["policy_kwargs"]}
+        self.custom_hyperparams = {**study_params, **custom}
+        return original(self)
+    finally:
+        self.trial_id, self.custom_hyperparams = trial_id, saved_custom
 
 
 def patch_exp_manager() -> None:

@@ -335,3 +335,36 @@ def test_ctrl_c_says_how_to_resume(tmp_path):
     assert proc.returncode == 130, output
     assert "0 of 8 runs finished" in output and "run the same command again to resume" in output
     assert "Traceback" not in output
+
+
+@pytest.mark.parametrize(
+    "flag, value, message",
+    [
+        ("--eval-every", "0", "eval_every=0 must be an integer >= 1"),
+        ("--eval-episodes", "0", "eval_episodes=0 must be an integer >= 1"),
+        ("--hyperparams", '{"batch_sise": 64}', "key 'batch_sise' is not accepted by DMASHSAC (did you mean 'batch_size'?)"),
+        ("--policy-kwargs", '{"net_arc": [8]}', "policy_kwargs key 'net_arc' is not accepted by DMASHPolicy"),
+        ("--splits", "eval", "split='eval' is not allowed"),
+        ("--n-envs", "0", "n_envs=0 must be an integer >= 1"),
+    ],
+)
+def test_settings_are_validated_before_any_run(tmp_path, capsys, flag, value, message):
+    out = tmp_path / "bench"
+    args = [*CLI_ARGS, "--out", str(out)]
+    if flag in args:
+        args[args.index(flag) + 1] = value
+    else:
+        args += [flag, value]
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(args)
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err
+    assert not (out / "runs").exists()  # refused before the first run: no run file, no error.json
+
+
+def test_runs_show_their_progress(tmp_path, capsys):
+    bench.run_grid(["AIB-DI-v0"], ["dr"], [0], tmp_path / "bench", progress=True, **{**GRID, "splits": ("eval_out",)})
+    err = capsys.readouterr().err
+    assert "[AIB-DI-v0 dr seed 0] 8/8 learning vector steps (100 %)" in err
+    assert "ETA" in err and "AER at step 8: eval_out" in err

@@ -16,10 +16,14 @@ import aib
 from sb3_dmash import DMASHSAC, cli
 from sb3_dmash.diagnostics import (
     context_means,
+    cosine_color_range,
+    cosine_figure,
     cosine_matrix,
     diagnose,
+    entropy_of,
     kraskov_mi,
     kraskov_mi_discrete,
+    pca_2d,
     plot_cosine_matrix,
     representation_overlap,
     variability,
@@ -103,6 +107,39 @@ def test_plot_cosine_matrix(tmp_path):
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+def test_cosine_colours_span_the_data():
+    # SimNorm cosines: all within [0.95, 1]; on a fixed [-1, 1] scale 0.98 and 1.00 would share a colour
+    matrix = np.array([[1.0, 0.98, 0.95], [0.98, 1.0, 0.99], [0.95, 0.99, 1.0]])
+    vmin, vmax = cosine_color_range(matrix)
+    assert 0.94 <= vmin < 0.95 and vmax == 1.0  # a small margin below the minimum, clipped at 1 above
+    fig = cosine_figure(matrix, ["a", "b", "c"])
+    image = fig.axes[0].images[0]
+    assert (image.norm.vmin, image.norm.vmax) == (vmin, vmax)
+    assert image.norm(1.0) - image.norm(0.98) > 0.3  # a third of the colour map apart (0.01 on [-1, 1])
+    texts = [t.get_text() for t in fig.axes[0].texts]
+    assert len(texts) == 9 and "0.98" in texts and "0.95" in texts
+    assert f"{vmin:.3f} to {vmax:.3f}" in fig.axes[1].get_ylabel()  # the colour bar says the range
+    # a constant matrix still gets a usable range; negative cosines (DMA's unbounded z) are covered
+    assert cosine_color_range(np.ones((2, 2)))[0] < 1.0
+    assert cosine_color_range(np.array([[1.0, -0.5], [-0.5, 1.0]]))[0] < -0.5
+
+
+def test_pca_2d_and_entropy():
+    rng = np.random.default_rng(0)
+    t = rng.standard_normal(500)
+    z = np.stack([3 * t, -3 * t, 0.1 * rng.standard_normal(500)], axis=1) + 5.0
+    coords, ratio = pca_2d(z)
+    assert coords.shape == (500, 2) and ratio[0] > 0.99 and ratio.sum() <= 1 + 1e-12
+    assert abs(np.corrcoef(coords[:, 0], t)[0, 1]) > 0.999  # the first axis is the direction of spread
+    np.testing.assert_allclose(coords.mean(axis=0), 0.0, atol=1e-9)
+    coords, ratio = pca_2d(t)  # one-dimensional z: the second axis is empty
+    assert ratio[1] == 0 and (coords[:, 1] == 0).all()
+    assert entropy_of(np.repeat([0, 1, 2], 10)) == pytest.approx(np.log(3))
+    assert entropy_of(np.array([[1.0, 0.8], [1.0, 0.8], [-1.0, 0.8], [-1.0, 1.3]])) == pytest.approx(
+        -(0.5 * np.log(0.5) + 2 * 0.25 * np.log(0.25))
+    )
+
+
 @pytest.fixture(scope="module")
 def tiny_model():
     th.set_num_threads(1)
@@ -138,6 +175,26 @@ def test_diagnose_handcrafted_train(tiny_model, tmp_path):
     saved = json.loads((tmp_path / "diagnostics.json").read_text())
     assert saved["representation_overlap"] == pytest.approx(result.representation_overlap)
     assert (tmp_path / "cosine.png").read_bytes()[:4] == b"\x89PNG"
+    assert result.projection == tmp_path / "projection.png" and result.projection.read_bytes()[:4] == b"\x89PNG"
+    # I(z; c) is bounded by H(c): log 6 contexts, log 3 masses, log 2 signs (equal samples per context)
+    assert result.mutual_information_max == pytest.approx(np.log(6))
+    assert result.mutual_information_max_per_key == pytest.approx({"mass": np.log(3), "action_factor": np.log(2)})
+    ranges = result.cosine_ranges()
+    inverted = np.array([False] * 3 + [True] * 3)
+    between = result.cosine_matrix[np.ix_(~inverted, inverted)]
+    assert ranges["between_modes"] == pytest.approx((between.min(), between.max()))
+    assert ranges["within_modes"][1] <= 1.0 + 1e-9 and ranges["between_contexts"][0] == pytest.approx(
+        min(ranges["within_modes"][0], ranges["between_modes"][0])
+    )
+    assert saved["cosine_ranges"]["between_modes"] == pytest.approx(list(ranges["between_modes"]))
+    text = result.format()
+    assert 4 <= len(text.splitlines()) <= 6
+    assert "AIB-DI-v0 handcrafted_train: 180 samples of z from 6 contexts" in text
+    assert f"mass {result.mutual_information_per_key['mass']:.2f} of max {np.log(3):.2f}" in text
+    assert f"action_factor {result.mutual_information_per_key['action_factor']:.2f} of max {np.log(2):.2f}" in text
+    assert f"representation overlap (mean cosine of context means): {result.representation_overlap:.3f}" in text
+    lo, hi = ranges["between_modes"]
+    assert f"between modes [{lo:.3f}, {hi:.3f}]" in text and "within a mode [" in text
 
 
 def test_diagnose_cli(tiny_model, tmp_path, capsys):
@@ -148,9 +205,47 @@ def test_diagnose_cli(tiny_model, tmp_path, capsys):
          "--out", str(tmp_path / "diag")]
     )  # fmt: skip
     assert code == 0
-    summary = json.loads(capsys.readouterr().out)
+    out = capsys.readouterr().out
+    assert len(out.splitlines()) <= 8  # a summary for people, not the JSON
+    assert out.startswith("AIB-DI-v0 eval_in: 100 samples of z from 20 contexts (k = 3)\n")
+    assert "I(z; c) in nats: context " in out and "representation overlap" in out and "cosine of context means" in out
+    summary = json.loads((tmp_path / "diag" / "diagnostics.json").read_text())  # the full JSON is still written
     assert summary["split"] == "eval_in" and summary["n_samples"] == 20 * 5 and len(summary["labels"]) == 20
-    assert (tmp_path / "diag" / "cosine.png").exists()
+    for name in ("cosine.png", "projection.png"):
+        assert (tmp_path / "diag" / name).read_bytes()[:4] == b"\x89PNG"
+    # --json: the full JSON on stdout for scripts
+    assert cli.main(["diagnose", str(path), "--env", "AIB-DI-v0", "--split", "eval_in", "--episodes", "1", "--steps", "3",
+                     "--json"]) == 0  # fmt: skip
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["n_samples"] == 20 * 3 and len(summary["cosine_matrix"]) == 20
+
+
+@pytest.mark.parametrize(
+    "flag, value, message",
+    [
+        ("--episodes", "0", "n_episodes=0 (--episodes) must be an integer >= 1"),
+        ("--steps", "0", "steps_per_episode=0 (--steps) must be an integer >= 1 (or None, i.e. no --steps"),
+        ("--k", "0", "k=0 (--k) must be an integer >= 1"),
+        ("--episodes", "-3", "n_episodes=-3 (--episodes) must be an integer >= 1"),
+    ],
+)
+def test_diagnose_rejects_bad_counts(tmp_path, capsys, flag, value, message):
+    # refused before the model is even loaded (there is none here): exit status 2, one line, no traceback
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(["diagnose", str(tmp_path / "missing.zip"), "--env", "AIB-DI-v0", flag, value])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert err == f"sb3-dmash diagnose: error: {message}" + err.split(message)[1] and err.count("\n") == 1
+    assert "Traceback" not in err
+
+
+def test_diagnose_rejects_bad_counts_in_python(tiny_model):
+    with pytest.raises(ValueError, match=r"n_episodes=0 \(--episodes\) must be an integer >= 1"):
+        diagnose(tiny_model, "AIB-DI-v0", n_episodes=0)
+    with pytest.raises(ValueError, match=r"steps_per_episode=0 "):
+        diagnose(tiny_model, "AIB-DI-v0", steps_per_episode=0)
+    with pytest.raises(ValueError, match=r"k=0 "):
+        diagnose(tiny_model, "AIB-DI-v0", k=0)
 
 
 def test_diagnose_needs_an_inferred_context():

@@ -2,14 +2,26 @@
 
 from __future__ import annotations
 
+import re
+import sys
+import types
+import zipfile
+from collections.abc import Callable
+from pathlib import Path
+
 import gymnasium as gym
 import numpy as np
 import pytest
+import yaml
 from gymnasium import spaces
+from stable_baselines3 import SAC
 from stable_baselines3.common.buffers import ReplayBuffer
+from stable_baselines3.common.env_util import make_vec_env
 
 import aib
-from sb3_dmash import DMASHSAC, DMASHPolicy
+from sb3_dmash import DMASHSAC, DMASHPolicy, diagnostics, report, zoo
+from sb3_dmash.bench import make_grid
+from sb3_dmash.utils import require
 
 POLICY_KWARGS = dict(net_arch=[16], hypernet_arch=[8], encoder_dim=8)
 
@@ -29,10 +41,10 @@ class DictObsEnv(gym.Env):
 
 
 def test_dict_observation_space():
-    # Our own check (with the policy class; the "MlpPolicy" alias is rejected earlier by SB3, next case)
-    with pytest.raises(ValueError, match=r"flat Box observation space, got Dict\("):
+    # Refused before SB3 would recommend MultiInputPolicy, which DMASHSAC does not have
+    with pytest.raises(ValueError, match=r"DMASHSAC takes flat Box observations; Dict observation spaces are not supported"):
         DMASHSAC(DMASHPolicy, DictObsEnv(), policy_kwargs=POLICY_KWARGS)
-    with pytest.raises(ValueError, match=r"dict observation space, not MlpPolicy"):
+    with pytest.raises(ValueError, match=r"DMASHSAC takes flat Box observations; Dict observation spaces are not supported"):
         DMASHSAC("MlpPolicy", DictObsEnv(), policy_kwargs=POLICY_KWARGS)
     with pytest.raises(ValueError, match=r"flat Box observation space, got Dict\("):
         DMASHPolicy(DictObsEnv.observation_space, DictObsEnv.action_space, lambda _: 1e-3, **POLICY_KWARGS)
@@ -105,3 +117,168 @@ def test_other_algorithm_kwargs():
         DMASHSAC("MlpPolicy", "Pendulum-v1", replay_buffer_class=ReplayBuffer, policy_kwargs=POLICY_KWARGS)
     with pytest.raises(ValueError, match=r"ent_coef='auto_-1': the initial value must be > 0"):
         DMASHSAC("MlpPolicy", "Pendulum-v1", ent_coef="auto_-1", policy_kwargs=POLICY_KWARGS)
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# a missing optional extra names the module and the pip command
+# ---------------------------------------------------------------------------------------------------------------------
+def _block_module(monkeypatch: pytest.MonkeyPatch, name: str, *reimport: str) -> None:
+    """Make ``import name`` fail (``sys.modules[name] = None``) and drop the cached modules that import it."""
+    for key in list(sys.modules):
+        if key.startswith(f"{name}.") or any(key == r or key.startswith(f"{r}.") for r in reimport):
+            monkeypatch.delitem(sys.modules, key)
+    monkeypatch.setitem(sys.modules, name, None)
+
+
+@pytest.mark.parametrize("env_id", ["AIB-Cheetah-v0", "AIB-Walker-v0"])
+def test_missing_dmc_extra(monkeypatch: pytest.MonkeyPatch, env_id: str) -> None:
+    _block_module(monkeypatch, "dm_control", "aib.dmc")
+    with pytest.raises(
+        ModuleNotFoundError, match=rf"{env_id}.* the optional module 'dm_control'.*pip install \"sb3-dmash\[dmc\]\""
+    ):
+        gym.make(env_id)
+
+
+def test_missing_mujoco_extra(monkeypatch: pytest.MonkeyPatch) -> None:
+    _block_module(monkeypatch, "mujoco", "aib.mujoco")
+    with pytest.raises(ModuleNotFoundError, match=r"AIB-HopperGym-v0.* the optional module 'mujoco'.*\"sb3-dmash\[mujoco\]\""):
+        gym.make("AIB-HopperGym-v0")
+
+
+@pytest.mark.parametrize(
+    "module, call",
+    [
+        ("pandas", lambda: report.load_frame([{"env": "AIB-DI-v0"}])),
+        ("scipy", lambda: diagnostics.kraskov_mi(np.zeros((8, 1)), np.zeros((8, 1)))),
+        ("matplotlib", lambda: diagnostics.cosine_figure(np.eye(2), ["a", "b"])),
+        ("matplotlib", lambda: report._figure(1.0, 1.0)),
+    ],
+)
+def test_missing_analysis_extra(monkeypatch: pytest.MonkeyPatch, module: str, call: Callable[[], object]) -> None:
+    _block_module(monkeypatch, module)
+    with pytest.raises(ModuleNotFoundError, match=rf"the optional module '{module}'.*pip install \"sb3-dmash\[analysis\]\""):
+        call()
+
+
+def test_require_names_the_missing_dependency(monkeypatch: pytest.MonkeyPatch) -> None:
+    _block_module(monkeypatch, "pandas")
+    with pytest.raises(ImportError, match=r"'pandas'.*sb3-dmash\[analysis\]") as info:
+        require("pandas", "analysis")
+    assert info.value.name == "pandas"
+    assert require("numpy", "analysis") is np
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# DMASHSAC.load: truncated or corrupt files, models of other algorithms
+# ---------------------------------------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def saved_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("model") / "model.zip"
+    DMASHSAC("MlpPolicy", "Pendulum-v1", buffer_size=1000, policy_kwargs=POLICY_KWARGS).save(path)
+    return path
+
+
+@pytest.mark.parametrize("fraction", [0.0, 0.1, 0.5, 0.99])
+def test_load_truncated_model(saved_model: Path, tmp_path: Path, fraction: float) -> None:
+    content = saved_model.read_bytes()
+    cut = tmp_path / "cut.zip"
+    cut.write_bytes(content[: int(len(content) * fraction)])
+    with pytest.raises(
+        ValueError, match=r"cut\.zip is not a complete model saved by \.save\(\): the file is truncated or corrupt"
+    ):
+        DMASHSAC.load(cut)
+    assert isinstance(DMASHSAC.load(saved_model), DMASHSAC)  # the complete file still loads
+
+
+def test_load_corrupt_model(saved_model: Path, tmp_path: Path) -> None:
+    with zipfile.ZipFile(saved_model) as archive:
+        offset = archive.getinfo("policy.pth").header_offset + 100  # inside the entry's compressed data
+    content = bytearray(saved_model.read_bytes())
+    content[offset] ^= 0xFF
+    corrupt = tmp_path / "corrupt.zip"
+    corrupt.write_bytes(bytes(content))
+    with pytest.raises(ValueError, match=r"corrupt\.zip is not a complete model saved by \.save\(\).*policy\.pth"):
+        DMASHSAC.load(str(corrupt))
+
+
+def test_load_sac_model(tmp_path: Path) -> None:
+    path = tmp_path / "sac.zip"
+    SAC("MlpPolicy", "Pendulum-v1", buffer_size=1000, policy_kwargs=dict(net_arch=[16])).save(path)
+    message = (
+        r"sac\.zip holds a SAC model \(policy SACPolicy\), not a DMASHSAC model; load it with stable_baselines3\.SAC\.load"
+    )
+    with pytest.raises(ValueError, match=message):
+        DMASHSAC.load(path)
+    with pytest.raises(ValueError, match=message):
+        DMASHSAC.load(str(tmp_path / "sac"))  # SB3's rule: the suffix is optional
+    assert isinstance(SAC.load(path), SAC)
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# n_envs
+# ---------------------------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("n_envs", [0, -2, True, 2.0])
+def test_n_envs(n_envs: object) -> None:
+    message = rf"n_envs must be an integer >= 1, got {re.escape(repr(n_envs))}"
+    with pytest.raises(ValueError, match=message):
+        aib.make_vec_env("AIB-DI-v0", "train", n_envs=n_envs)
+    with pytest.raises(ValueError, match=message):
+        make_grid(["AIB-DI-v0"], ["dmash"], [0], n_envs=n_envs)
+    with pytest.raises(ValueError, match=message + r" \(the n_envs hyperparameter of dmash_sac on AIB-DI-v0\)"):
+        zoo.check_hyperparams({"n_envs": n_envs}, "dmash_sac", "AIB-DI-v0", None)
+
+
+def test_n_envs_in_the_zoo_read_hyperparameters() -> None:
+    # the patched ExperimentManager.read_hyperparameters checks what rl-zoo3 read (no rl-zoo3 import here)
+    read = zoo._make_read_hyperparameters(lambda self: ({"n_envs": 0, "policy": "MlpPolicy"}, {}))
+    manager = types.SimpleNamespace(
+        algo="sac", env_name=types.SimpleNamespace(gym_id="Pendulum-v1"), config="sac.yml", trial_id=None
+    )
+    with pytest.raises(
+        ValueError, match=r"n_envs must be an integer >= 1, got 0 \(the n_envs hyperparameter of sac on Pendulum"
+    ):
+        read(manager)
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Dict observations with "MultiInputPolicy", unknown policy names
+# ---------------------------------------------------------------------------------------------------------------------
+def test_multi_input_policy() -> None:
+    message = (
+        r"DMASHSAC takes flat Box observations; Dict observation spaces are not supported \(MultiInputPolicy does not "
+        r"exist for DMASHSAC\)\. Flatten them with gymnasium\.wrappers\.FlattenObservation"
+    )
+    with pytest.raises(ValueError, match=message):
+        DMASHSAC("MultiInputPolicy", DictObsEnv(), policy_kwargs=POLICY_KWARGS)
+    with pytest.raises(ValueError, match=r"policy='CnnPolicy' is unknown; expected one of \['MlpPolicy'\] or a DMASHPolicy"):
+        DMASHSAC("CnnPolicy", "Pendulum-v1", policy_kwargs=POLICY_KWARGS)
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# rl-zoo3's default dmash_sac entry (AIB only) on another env
+# ---------------------------------------------------------------------------------------------------------------------
+ZOO_DEFAULT = (
+    r"the zoo's default dmash_sac entry is for AIB environments \(AIB-\*-v0\); give hyperparameters for Pendulum-v1 with "
+    r"--conf-file"
+)
+
+
+def test_assign_contexts_on_a_non_aib_env() -> None:
+    venv = make_vec_env("Pendulum-v1", n_envs=2)
+    with pytest.raises(
+        ValueError, match=r"aib\.AssignContexts needs a VecEnv of AIB environments.*got Pendulum-v1\. .*" + ZOO_DEFAULT
+    ):
+        aib.AssignContexts(venv)
+    venv.close()
+
+
+def test_zoo_default_entry_on_a_non_aib_env() -> None:
+    config = str(zoo.hyperparams_file("dmash_sac.yml"))
+    with open(config) as f:
+        default = yaml.safe_load(f)["default"]
+    with pytest.raises(ValueError, match=r"--env Pendulum-v1: " + ZOO_DEFAULT + r".*-params vec_env_wrapper:None"):
+        zoo.check_hyperparams(default, "dmash_sac", "Pendulum-v1", config)
+    # the fixes the message gives: -params overriding the AIB-only keys, or another file (--conf-file)
+    zoo.check_hyperparams({**default, "vec_env_wrapper": None, "env_kwargs": {}}, "dmash_sac", "Pendulum-v1", config)
+    zoo.check_hyperparams(default, "dmash_sac", "Pendulum-v1", "mine.yml")
+    zoo.check_hyperparams(default, "dmash_sac", "AIB-DI-v0", config)

@@ -262,3 +262,24 @@ def test_callback_rejects_bad_arguments():
         AIBEvalCallback("AIB-DI-v0", eval_every=0)
     with pytest.raises(ValueError, match="schedule"):
         AIBEvalCallback("AIB-DI-v0", schedule="sometimes")
+
+
+def test_long_evaluations_show_progress(sac_model, monkeypatch, capsys):
+    from aib import evaluation
+
+    aib.evaluate(sac_model, "AIB-ODE-v0", splits=("eval_out",), n_episodes=2)
+    assert capsys.readouterr().err == ""  # a short evaluation stays silent
+
+    class SlowEpisodes(evaluation._Progress):  # as if every episode took 30 s: past the 10 s threshold
+        def __init__(self, *args, **kwargs) -> None:
+            super().__init__(*args, **kwargs)
+            ticks = iter(range(30, 1000, 30))
+            self.clock, self.start, self.last = (lambda: next(ticks)), 0, 0
+
+    monkeypatch.setattr(evaluation, "_Progress", SlowEpisodes)
+    aib.evaluate(sac_model, "AIB-ODE-v0", splits=("eval_out",), n_episodes=2)
+    err = capsys.readouterr().err
+    assert "aib.evaluate AIB-ODE-v0 (eval_out): 1/2 episodes per context, 30 s, ETA 30 s" in err
+    assert "2/2 episodes per context, 60 s" in err
+    aib.evaluate(sac_model, "AIB-ODE-v0", splits=("eval_out",), n_episodes=2, progress=False)
+    assert capsys.readouterr().err == ""

@@ -263,3 +263,93 @@ def test_cli_report_from_a_bench_csv(rows, tmp_path, capsys):
     assert "no known return bounds" not in (tmp_path / "rep" / "report.md").read_text()
     with pytest.raises(SystemExit):
         cli.main(["report", str(tmp_path / "results.csv"), "--bounds", "AIB-WalkerGym-v0=9,1"])
+
+
+# ---------------------------------------------------------------------------------------------------------- terminal
+def fake_bench_folder(rows, out, diverged_reason: str = "non-finite critic loss at vector step 1234"):
+    """A bench folder written with bench's own functions: DI and ODE x dmash and dr x seeds 0-2 from ``rows``, plus
+    one diverged run (DI, dmash, seed 3) that has evaluations but must stay out of every table."""
+    meta = {"commit": "abc123", "versions": {"sb3-dmash": "0.1.0"}}
+    fields = ("split", "step", "aer", "per_context", "n_episodes")
+    for env in ("AIB-DI-v0", "AIB-ODE-v0"):
+        for method in ("dmash", "dr"):
+            for seed in (0, 1, 2, 3):
+                if seed == 3 and (env, method) != ("AIB-DI-v0", "dmash"):
+                    continue
+                spec = bench.RunSpec(env, method, seed, budget=10000)
+                records = [
+                    {**{k: r[k] for k in fields}, "mean_reward": r["aer"]}
+                    for r in rows
+                    if (r["env"], r["method"], r["seed"]) == (env, method, seed)
+                ]
+                payload = {"run_id": spec.run_id, "spec": spec.to_dict(), "meta": meta, "records": records}
+                if seed == 3:
+                    payload.update(status="diverged", reason=diverged_reason, records=records[:3])
+                else:
+                    payload.update(status="ok")
+                bench.write_payload(out, payload)
+    bench.write_tables(out, bench.collect_rows(out))
+    return out
+
+
+def test_report_prints_the_aggregate_table(report):
+    text = report.format()
+    aggregate = report.tables["aggregate"]
+    assert "Normalised IQM [95 % CI], All (4 envs)" in text and "Overlap (2 envs)" in text
+    header = next(line for line in text.splitlines() if line.startswith("Method"))
+    assert header.split() == ["Method", "Seeds/env", "Train", "Eval-in", "Eval-out", "Aggregated"]
+    row = aggregate[(aggregate["split"] == "eval_out") & (aggregate["subset"] == "All") & (aggregate["method"] == "dmash")]
+    cell = f"{row['iqm'].iloc[0]:.2f} [{row['iqm_low'].iloc[0]:.2f}, {row['iqm_high'].iloc[0]:.2f}]"
+    dmash_line = next(line for line in text.splitlines() if line.startswith("DMA*-SH"))
+    assert cell in dmash_line and dmash_line.split()[1] == "6"
+    assert "n=" not in text and "Diverged" not in text  # 6 seeds everywhere, rows given directly
+    assert not [w for w in report.warnings if "seed" in w]
+
+
+def test_fewer_than_three_seeds_are_warned_about_and_marked(rows, tmp_path):
+    # DI x DMA*-SH keeps one seed, ODE x DR two; the rest keep 6
+    kept = [
+        r
+        for r in rows
+        if not ((r["env"], r["method"]) == ("AIB-DI-v0", "dmash") and r["seed"] > 0)
+        and not ((r["env"], r["method"]) == ("AIB-ODE-v0", "dr") and r["seed"] > 1)
+    ]
+    result = make_report(kept, tmp_path / "rep", reps=300, plots=False, bounds={"AIB-WalkerGym-v0": (0, 4000)})
+    one = [w for w in result.warnings if w.startswith("only 1 seed")]
+    two = [w for w in result.warnings if w.startswith("only 2 seeds")]
+    assert len(one) == 1 and "3 cell(s)" in one[0] and "AIB-DI-v0 x DMA*-SH" in one[0] and "n=1: no CI" in one[0]
+    assert len(two) == 1 and "AIB-ODE-v0 x DR" in two[0] and "says little" in two[0]
+    markdown = result.markdown.read_text()
+    assert "only 1 seed" in markdown and "(n=1: no CI)" in markdown  # the per-env cells of DI x DMA*-SH
+    assert "(n=1-6)" in result.format() and "(n=2-6)" in result.format()  # the aggregate mixes 1 (or 2) and 6 seeds
+    # one seed everywhere: every bootstrap CI is a point; the tables say "no CI" instead of showing [x, x]
+    single = make_report([r for r in rows if r["seed"] == 0], tmp_path / "one", reps=300, plots=False)
+    aggregate = single.tables["aggregate"]
+    assert (aggregate["iqm_low"] == aggregate["iqm_high"]).all() and (aggregate["max_seeds"] == 1).all()
+    text = single.format()
+    cells = [line for line in text.splitlines() if line.startswith(("DMA*-SH", "DR", "Concat"))]
+    assert cells and all(line.count("(n=1: no CI)") == 4 and "[" not in line for line in cells)
+    table = single.markdown.read_text().split("## Aggregate normalised IQM")[1].split("##")[0]
+    assert "| Train | All | " in table and "(n=1: no CI)" in table and "[" not in table
+
+
+def test_diverged_runs_are_listed(rows, tmp_path, capsys):
+    folder = fake_bench_folder(rows, tmp_path / "bench")
+    assert len(bench.diverged_runs(folder)) == 1
+    result = make_report(folder, tmp_path / "rep", reps=300, plots=False)
+    (entry,) = result.diverged
+    assert entry["env"] == "AIB-DI-v0" and entry["method"] == "dmash" and entry["seed"] == 3
+    assert set(result.tables["scores"]["seed"]) == {0, 1, 2}  # the diverged run's evaluations are in no table
+    markdown = result.markdown.read_text()
+    assert "## Diverged runs (left out of every table and aggregate)" in markdown
+    assert entry["run_id"] in markdown and "non-finite critic loss at vector step 1234" in markdown
+    assert any("1 run(s) diverged" in w for w in result.warnings)
+    # a results file inside a bench folder finds the folder's runs/ the same way
+    assert make_report(folder / "results.csv", tmp_path / "rep2", reps=300, plots=False).diverged == result.diverged
+    # the command prints the table and the list
+    assert cli.main(["report", str(folder), "--out", str(tmp_path / "rep3"), "--reps", "300", "--no-plots"]) == 0
+    captured = capsys.readouterr()
+    assert "Normalised IQM [95 % CI], All (2 envs)" in captured.out
+    assert "Diverged runs (left out of every table and aggregate): 1" in captured.out
+    assert f"AIB-DI-v0 dmash seed 3 ({entry['run_id']}): non-finite critic loss at vector step 1234" in captured.out
+    assert "warning: 1 run(s) diverged" in captured.err

@@ -205,3 +205,21 @@ def test_run_tensorboard(tmp_path):
     assert "train/n_updates" not in tags  # excluded from tensorboard, as SB3
     model.learn(20, tb_log_name="custom", log_interval=1)
     assert (tmp_path / "custom_1").is_dir()
+
+
+def test_one_log_table_per_vector_step(capsys):
+    """20 sub-envs end their episodes together: SB3 would dump a table for every log_interval-th of them."""
+    model = make_model(make_env(20), learning_starts=20 * 50, batch_size=40, buffer_size=20 * 300, verbose=1)
+    model.learn(20 * 210, log_interval=4)  # episodes end at vector steps 100 and 200, then the final table
+    tables = capsys.readouterr().out.count("| time/")
+    assert tables == 3, tables
+
+
+def test_short_run_still_writes_tensorboard_scalars(tmp_path):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    model = make_model(make_env(2), learning_starts=100, tensorboard_log=str(tmp_path))
+    model.learn(140)  # no episode ends (DI episodes last 100 vector steps): the table is written at the end of learn()
+    events = EventAccumulator(str(tmp_path / "DMASHSAC_1"))
+    events.Reload()
+    assert set(TRAIN_KEYS) <= set(events.Tags()["scalars"])

@@ -148,6 +148,30 @@ def _check_splits(splits: Sequence[str]) -> tuple[str, ...]:
     return splits
 
 
+class _Progress:
+    """Episodes done with elapsed time and ETA on stderr, at most every ``every_s`` seconds, after ``after_s``."""
+
+    def __init__(self, label: str, total: int, after_s: float = 10.0, every_s: float = 10.0) -> None:
+        import time
+
+        self.label, self.total, self.after_s, self.every_s = label, total, after_s, every_s
+        self.clock = time.monotonic
+        self.start = self.last = self.clock()
+        self.printed = False
+
+    def __call__(self, done: int) -> None:
+        import sys
+
+        now = self.clock()
+        elapsed = now - self.start
+        last_one = done == self.total
+        if elapsed < self.after_s or (now - self.last < self.every_s and not (last_one and self.printed)):
+            return
+        eta = "" if last_one else f", ETA {elapsed / done * (self.total - done):.0f} s"
+        print(f"{self.label}: {done}/{self.total} episodes per context, {elapsed:.0f} s{eta}", file=sys.stderr, flush=True)
+        self.last, self.printed = now, True
+
+
 def _warmup_steps(model: Any, env_id: str) -> int:
     history_len = getattr(model, "history_len", None)
     return int(history_len) if history_len else env_info(env_id).history_len
@@ -201,6 +225,7 @@ def evaluate(
     env_kwargs: dict[str, Any] | None = None,
     vec_env: Any = None,
     warmup_steps: int | None = None,
+    progress: bool = True,
 ) -> dict[str, SplitResult]:
     """Evaluate ``model`` zero-shot on the named splits of ``env_id`` with the paper's protocol (``aib.md`` §6).
 
@@ -218,6 +243,8 @@ def evaluate(
     :param vec_env: a VecEnv from :func:`make_eval_vec_env` for the same id, splits and kwargs, reused across calls
         (callbacks); default: build one and close it.
     :param warmup_steps: K (default: ``model.history_len``, else the env's K).
+    :param progress: print the episodes done, elapsed time and ETA to stderr, at most every 10 s and only once the
+        evaluation has run 10 s (a DI evaluation stays silent; Cheetah's takes minutes).
     :return: ``{split: SplitResult}`` in the order of ``splits``.
     :raises NonFiniteActionError: when the model returns a NaN or infinite action (diverged weights).
     """
@@ -242,6 +269,7 @@ def evaluate(
     returns = np.zeros((n, n_episodes))
     contexts: list[dict[str, float]] = []
     warmup_contexts: list[dict[str, float]] | None = None
+    report = _Progress(f"aib.evaluate {env_id} ({', '.join(splits)})", n_episodes) if progress else None
     try:
         for episode in range(n_episodes):
             state = None
@@ -273,6 +301,8 @@ def evaluate(
                 returns[:, episode] += np.where(done, 0.0, rewards)
                 done |= dones
                 starts = not_started
+            if report is not None:
+                report(episode + 1)
     finally:
         if own_env:
             vec_env.close()

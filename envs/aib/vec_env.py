@@ -5,6 +5,7 @@ Imports stable-baselines3, so ``aib`` loads it lazily.
 
 from __future__ import annotations
 
+import numbers
 from collections.abc import Callable
 from typing import Any
 
@@ -31,6 +32,9 @@ class AssignContexts(VecEnvWrapper):
         super().__init__(venv)
         if split is not None and split not in SPLITS:
             raise ValueError(f"split={split!r} is not allowed; expected one of {SPLITS}")
+        # has_attr, not get_attr: get_attr on a missing attribute ends a SubprocVecEnv worker
+        if not venv.has_attr("split"):
+            raise ValueError(_not_aib_message(venv))
         env_splits = venv.get_attr("split") if split is None else [split] * venv.num_envs
         for i, env_split in enumerate(env_splits):
             venv.env_method("set_context", (env_split, i % 20), indices=[i])
@@ -47,6 +51,21 @@ class AssignContexts(VecEnvWrapper):
         result = self.venv.step_wait()
         self.reset_infos = self.venv.reset_infos
         return result
+
+
+def _not_aib_message(venv: VecEnv) -> str:
+    """Why AssignContexts refuses ``venv``; rl-zoo3 applying dmash_sac.yml's ``default`` entry to a non-AIB id is the
+    usual way to get here (``python -m rl_zoo3.train --algo dmash_sac --env Pendulum-v1``)."""
+    try:
+        env_id = str(venv.get_attr("spec", indices=[0])[0].id)
+    except Exception:  # an env built without gym.make has no spec
+        env_id = "a non-AIB env"
+    return (
+        f"aib.AssignContexts needs a VecEnv of AIB environments (AIB-*-v0: they have a split and set_context), got "
+        f"{env_id}. With rl-zoo3: the zoo's default dmash_sac entry is for AIB environments (AIB-*-v0); give "
+        f"hyperparameters for {env_id} with --conf-file (a yml with an entry for it), or -params "
+        'vec_env_wrapper:None env_kwargs:"dict()" (and your own n_timesteps, buffer_size...)'
+    )
 
 
 def make_vec_env(
@@ -75,6 +94,8 @@ def make_vec_env(
     """
     if split not in SPLITS:
         raise ValueError(f"split={split!r} is not allowed; expected one of {SPLITS}")
+    if isinstance(n_envs, bool) or not isinstance(n_envs, numbers.Integral) or n_envs < 1:
+        raise ValueError(f"n_envs must be an integer >= 1, got {n_envs!r}")
     env_kwargs = dict(env_kwargs or {})
     for key in ("split", "context"):
         if key in env_kwargs:

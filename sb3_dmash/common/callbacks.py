@@ -51,7 +51,7 @@ class DynamicsAlignmentCallback(BaseCallback):
     def _get_guard(self) -> FiniteGuard:
         if self._guard is None:
             self._guard = FiniteGuard("the dynamics-alignment update", ("dynamics_loss",), first_round=self.model._n_updates)
-        self._guard.check_every = int(getattr(self.model, "finite_check_interval", 100))
+        self._guard.check_every = getattr(self.model, "finite_check_interval", 100)
         return self._guard
 
     def check_finite(self) -> None:
@@ -263,6 +263,7 @@ class AIBEvalCallback(BaseCallback):
             eval_seed=self.eval_seed,
             env_kwargs=self.env_kwargs,
             vec_env=self._eval_vec_env(),
+            progress=self.verbose >= 1,
         )
         step = self.learning_step()
         new = []

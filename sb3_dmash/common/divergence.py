@@ -28,21 +28,32 @@ class FiniteGuard:
     :param owner: who trains these losses (used in the error message, e.g. ``"DMASHSAC"``).
     :param names: the losses that :meth:`observe` will be given.
     :param check_every: read the record every this many rounds (:meth:`end_round` returns True then); 0 never reads
-        it there (only explicit :meth:`check` calls do).
+        it there (only explicit :meth:`check` calls do); ``None`` switches the guard off entirely (every method is a
+        no-op), only to measure its cost (``benchmarks/throughput.py``).
     :param first_round: the number of the first round observed (the update rounds done before, e.g. after a load).
     """
 
-    def __init__(self, owner: str, names: Sequence[str], check_every: int = 100, first_round: int = 0) -> None:
-        if isinstance(check_every, bool) or not isinstance(check_every, int) or check_every < 0:
-            raise ValueError(f"check_every={check_every!r} must be an integer >= 0 (0: only at explicit checks)")
+    def __init__(self, owner: str, names: Sequence[str], check_every: int | None = 100, first_round: int = 0) -> None:
+        self.check_every = check_every  # validated by the property
         self.owner = owner
         self.names = tuple(names)
-        self.check_every = check_every
         self._index = {name: i for i, name in enumerate(self.names)}
         self._round: th.Tensor | None = None  # device counter of the rounds seen (no host value to copy each round)
         self._first_round: th.Tensor | None = None  # -1 while finite
         self._first_value: th.Tensor | None = None
         self._n_rounds = int(first_round)  # host-side count, for the schedule and the messages only
+
+    @property
+    def check_every(self) -> int | None:
+        return self._check_every
+
+    @check_every.setter
+    def check_every(self, value: int | None) -> None:
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 0):
+            raise ValueError(
+                f"check_every={value!r} must be an integer >= 0 (0: only at explicit checks) or None (no checks at all)"
+            )
+        self._check_every = value
 
     def _allocate(self, device: th.device) -> None:
         self._round = th.full((), self._n_rounds, dtype=th.int64, device=device)
@@ -51,6 +62,8 @@ class FiniteGuard:
 
     def observe(self, name: str, loss: th.Tensor) -> None:
         """Remember the current round if ``loss`` is not finite and no earlier round was (device ops only)."""
+        if self._check_every is None:
+            return
         if self._first_round is None:
             self._allocate(loss.device)
         assert self._round is not None and self._first_round is not None and self._first_value is not None
@@ -65,13 +78,15 @@ class FiniteGuard:
         if self._round is not None:
             self._round.add_(1)
         self._n_rounds += 1
-        return self.check_every > 0 and self._n_rounds % self.check_every == 0
+        return bool(self._check_every) and self._n_rounds % self._check_every == 0  # type: ignore[operator]
 
     def check(self, parameters: Iterable[tuple[str, th.nn.Parameter | th.Tensor]] = ()) -> None:
         """Raise :class:`DivergenceError` if a loss was non-finite or a parameter is (one host synchronisation).
 
         :param parameters: ``(name, tensor)`` pairs to check as well, e.g. ``module.named_parameters()``.
         """
+        if self._check_every is None:
+            return
         problems = []
         if self._first_round is not None:
             assert self._first_value is not None

@@ -8,6 +8,8 @@ rollout ring, stateful ``predict``), the adapter weights passed to every network
 
 from __future__ import annotations
 
+import io
+import pathlib
 import warnings
 from typing import Any, ClassVar, TypeVar
 
@@ -27,6 +29,7 @@ from torch.nn import functional as F
 from sb3_dmash.common.buffers import HistoryReplayBuffer, StratifiedReplayBuffer
 from sb3_dmash.common.callbacks import DynamicsAlignmentCallback
 from sb3_dmash.common.divergence import FiniteGuard
+from sb3_dmash.common.save_util import check_saved_model
 from sb3_dmash.common.type_aliases import HistoryReplayBufferSamples
 from sb3_dmash.dmash.policies import DMASHPolicy, MlpPolicy, initial_window, push_transition
 from sb3_dmash.dmash.presets import resolve_method
@@ -183,6 +186,15 @@ class DMASHSAC(OffPolicyAlgorithm):
         device: th.device | str = "auto",
         _init_setup_model: bool = True,
     ) -> None:
+        # SB3 would say "Policy MultiInputPolicy unknown", or, for a Dict space, recommend that policy
+        if policy == "MultiInputPolicy" or isinstance(getattr(env, "observation_space", None), spaces.Dict):
+            raise ValueError(
+                "DMASHSAC takes flat Box observations; Dict observation spaces are not supported (MultiInputPolicy "
+                "does not exist for DMASHSAC). Flatten them with gymnasium.wrappers.FlattenObservation and use "
+                "policy='MlpPolicy'"
+            )
+        if isinstance(policy, str) and policy not in self.policy_aliases:
+            raise ValueError(f"policy={policy!r} is unknown; expected one of {list(self.policy_aliases)} or a DMASHPolicy")
         if history_alignment not in HISTORY_ALIGNMENTS:
             raise ValueError(f"history_alignment={history_alignment!r} is not allowed; expected one of {HISTORY_ALIGNMENTS}")
         if history_len is not None and (
@@ -254,6 +266,7 @@ class DMASHSAC(OffPolicyAlgorithm):
         self._warned_unsynchronised = False
         # Update rounds between two reads of the non-finite record (0: only at the end of learn()); see train()
         self.finite_check_interval = FINITE_CHECK_INTERVAL
+        self._last_dump_timesteps = -1
         self._finite_guard: FiniteGuard | None = None
 
         if _init_setup_model:
@@ -576,6 +589,17 @@ class DMASHSAC(OffPolicyAlgorithm):
         if ent_coef_losses:
             self.logger.record("train/ent_coef_loss", np.mean(ent_coef_losses))
 
+    def dump_logs(self) -> None:
+        """Write the logger's table, at most once per vector step.
+
+        SB3 dumps after every ``log_interval``-th finished episode; sub-envs that end their episodes together (every AIB
+        env) would print up to ``n_envs / log_interval`` identical tables per vector step.
+        """
+        if self._last_dump_timesteps == self.num_timesteps:
+            return
+        self._last_dump_timesteps = self.num_timesteps
+        super().dump_logs()
+
     def _get_finite_guard(self) -> FiniteGuard:
         # Built lazily: after a load it starts counting at the loaded model's update rounds
         if self._finite_guard is None:
@@ -634,9 +658,50 @@ class DMASHSAC(OffPolicyAlgorithm):
             progress_bar=progress_bar,
         )
         self.check_finite()  # the rounds since the last periodic check
+        if log_interval is not None:
+            self._flush_logs()
         return self
 
+    def _flush_logs(self) -> None:
+        """Write the values recorded since the last table (a short run may have finished no episode, which left its
+        TensorBoard file without scalars), and keep them readable in ``logger.name_to_value`` as SB3 leaves them."""
+        logger = self.logger
+        if not logger.name_to_value or self._last_dump_timesteps == self.num_timesteps:
+            return
+        kept = dict(logger.name_to_value), dict(logger.name_to_count), dict(logger.name_to_excluded)
+        self.dump_logs()
+        logger.name_to_value.update(kept[0])
+        logger.name_to_count.update(kept[1])
+        logger.name_to_excluded.update(kept[2])
+
     # ------------------------------------------------------------------ saving
+    @classmethod
+    def load(
+        cls: type[SelfDMASHSAC],
+        path: str | pathlib.Path | io.BufferedIOBase,
+        env: GymEnv | None = None,
+        device: th.device | str = "auto",
+        custom_objects: dict[str, Any] | None = None,
+        print_system_info: bool = False,
+        force_reset: bool = True,
+        **kwargs: Any,
+    ) -> SelfDMASHSAC:
+        """SB3's ``load`` (same arguments), after a look into the zip.
+
+        A truncated or corrupt file, or a model saved by another algorithm (SB3's ``SAC``...), raises a ``ValueError``
+        that says so, instead of SB3's ``AssertionError: No data found`` or an unrelated replay-buffer error.
+        """
+        check_saved_model(path, DMASHPolicy, cls.__name__, custom_objects)
+        return super().load(
+            path,
+            env=env,
+            device=device,
+            custom_objects=custom_objects,
+            print_system_info=print_system_info,
+            force_reset=force_reset,
+            **kwargs,
+        )
+
     def _excluded_save_params(self) -> list[str]:
         return [
             *super()._excluded_save_params(),
@@ -648,6 +713,7 @@ class DMASHSAC(OffPolicyAlgorithm):
             "shared_batches",
             "_rollout_window",
             "_finite_guard",
+            "_last_dump_timesteps",
         ]
 
     def _get_torch_save_params(self) -> tuple[list[str], list[str]]:
