@@ -42,8 +42,9 @@ from pathlib import Path
 from typing import Any
 
 SPLIT_ORDER = ("train", "eval_in", "eval_out")
-EXTRA_METHODS = ("sac",)
-"""Methods besides the DMASHSAC presets: ``"sac"`` is SB3's plain SAC (context-unaware, not stratified)."""
+EXTRA_METHODS = ("sac", "recurrent_ppo")
+"""Methods besides the DMASHSAC presets: ``"sac"`` is SB3's plain SAC (context-unaware, not stratified);
+``"recurrent_ppo"`` is sb3-contrib's RecurrentPPO (an LSTM policy; hyperparameters from ``hyperparams/ppo_lstm.yml``)."""
 
 TABLE_COLUMNS = (
     "run_id",
@@ -70,8 +71,17 @@ TABLE_COLUMNS = (
     "n_envs",
     "commit",
     "sb3_dmash_version",
+    "invert_at",
+    "return_before",
+    "return_after",
+    "recovery_median",
+    "recovery_censored",
+    "recovery_undefined",
+    "reward_trace_start",
+    "reward_trace",
 )
-"""Columns of the results table, in order (``per_context`` and ``env_kwargs`` are JSON in the CSV)."""
+"""Columns of the results table, in order (``per_context``, ``env_kwargs`` and ``reward_trace`` are JSON in the CSV).
+The columns from ``invert_at`` on are filled by the fault protocol only (``--invert-at``, ``sb3-dmash faults``)."""
 
 
 # ---------------------------------------------------------------------------------------------------------- specs
@@ -110,7 +120,7 @@ def env_display_name(env_id: str, env_kwargs: Mapping[str, Any] | None = None) -
 def method_display_name(method: str) -> str:
     from sb3_dmash.dmash.presets import PAPER_NAMES
 
-    return PAPER_NAMES.get(method, "SAC" if method == "sac" else method)
+    return PAPER_NAMES.get(method, {"sac": "SAC", "recurrent_ppo": "RecurrentPPO"}.get(method, method))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -130,6 +140,8 @@ class RunSpec:
     :param splits: evaluated splits.
     :param policy_kwargs: policy kwargs (``net_arch``, ``hypernet_arch``, ``encoder_dim``...).
     :param hyperparams: further constructor kwargs of the algorithm (``batch_size``, ``buffer_size``...).
+    :param invert_at: evaluate with the fault protocol (:func:`aib.evaluate`'s ``invert_at``), or ``None``. Left out of
+        :meth:`to_dict` (and so of the run id) when ``None``, so that the runs of earlier versions keep their ids.
     """
 
     env_id: str
@@ -145,9 +157,12 @@ class RunSpec:
     env_kwargs: Mapping[str, Any] = dataclasses.field(default_factory=dict)
     policy_kwargs: Mapping[str, Any] = dataclasses.field(default_factory=dict)
     hyperparams: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+    invert_at: int | None = None
 
     def to_dict(self) -> dict[str, Any]:
         data = dataclasses.asdict(self)
+        if self.invert_at is None:
+            del data["invert_at"]
         data["splits"] = list(self.splits)
         data["env_kwargs"] = dict(self.env_kwargs)
         data["policy_kwargs"] = dict(self.policy_kwargs)
@@ -245,9 +260,12 @@ def validate_settings(
     splits: Sequence[str],
     policy_kwargs: Mapping[str, Any] | None,
     hyperparams: Mapping[str, Any] | None,
+    envs: Iterable[str | tuple[str, Mapping[str, Any]]] | None = None,
 ) -> None:
     """Check every setting of a grid once, before any run starts (one clear message instead of one crash per run).
 
+    :param envs: the grid's envs (as :func:`make_grid` takes them); with ``recurrent_ppo`` they are needed to check
+        that each env's ``n_steps`` divides the evaluation points (:func:`check_rollout_alignment`).
     :raises ValueError: naming the setting, the value and what is allowed.
     """
     import inspect
@@ -264,22 +282,55 @@ def validate_settings(
         raise ValueError(f"eval_schedule={eval_schedule!r} is not allowed; expected 'every' or 'final2'")
     _check_splits(splits)
     # The keys bench sets itself may be overridden; anything else must be a constructor argument
-    if any(m != "sac" for m in methods):
+    from sb3_dmash.dmash.policies import DMASHPolicy
+
+    dmash_policy_args = set(inspect.signature(DMASHPolicy.__init__).parameters) - {"self", "observation_space", "action_space"}
+    dmash_policy_args -= {"lr_schedule"}
+    if any(m not in EXTRA_METHODS for m in methods):
         from sb3_dmash.dmash.dmash_sac import DMASHSAC
-        from sb3_dmash.dmash.policies import DMASHPolicy
 
         algorithm_args = set(inspect.signature(DMASHSAC.__init__).parameters)
         algorithm_args -= {"self", "policy", "env", "policy_kwargs", "method", "_init_setup_model"}  # set per run
         _check_keys("hyperparams", hyperparams or {}, algorithm_args, "DMASHSAC")
-        policy_args = set(inspect.signature(DMASHPolicy.__init__).parameters) - {"self", "observation_space", "action_space"}
-        policy_args -= {"lr_schedule"}
-        _check_keys("policy_kwargs", policy_kwargs or {}, policy_args, "DMASHPolicy")
+        _check_keys("policy_kwargs", policy_kwargs or {}, dmash_policy_args, "DMASHPolicy")
     if "sac" in methods:
         from stable_baselines3 import SAC
 
         sac_args = set(inspect.signature(SAC.__init__).parameters)
         sac_args -= {"self", "policy", "env", "policy_kwargs", "_init_setup_model"}
         _check_keys("hyperparams", hyperparams or {}, sac_args, "SB3's SAC (method 'sac')")
+    if "recurrent_ppo" in methods:
+        try:
+            recurrent_ppo = _recurrent_ppo_class()
+        except ImportError as exc:
+            raise ValueError(str(exc)) from None
+        ppo_args = set(inspect.signature(recurrent_ppo.__init__).parameters)
+        ppo_args -= {"self", "policy", "env", "policy_kwargs", "_init_setup_model"}
+        _check_keys("hyperparams", hyperparams or {}, ppo_args, "sb3-contrib's RecurrentPPO (method 'recurrent_ppo')")
+        # recurrent_ppo ignores the DMASHPolicy-only keys (as 'sac' does), so a grid may mix it with the presets
+        allowed = _recurrent_policy_args() | dmash_policy_args
+        _check_keys("policy_kwargs", policy_kwargs or {}, allowed, "RecurrentActorCriticPolicy or DMASHPolicy")
+        from aib.registration import env_info
+
+        for env in envs or ():
+            env_id, _ = parse_env(env) if isinstance(env, str) else (env[0], env[1])
+            env_budget = env_info(env_id).budget if budget in (None, "paper") else int(budget)  # type: ignore[arg-type]
+            check_rollout_alignment(env_id, learning_starts, eval_every, env_budget, hyperparams)
+
+
+def _check_fault_step(invert_at: Any, envs: Iterable[str | tuple[str, Mapping[str, Any]]]) -> None:
+    """The fault must come after the K-step warm-up and leave a K-step recovery window in every env of the grid."""
+    from aib.registration import env_info
+
+    for env in envs:
+        env_id = parse_env(env)[0] if isinstance(env, str) else env[0]
+        info = env_info(env_id)
+        k, horizon = info.history_len, info.max_episode_steps
+        if isinstance(invert_at, bool) or not isinstance(invert_at, int) or not k <= invert_at <= horizon - k:
+            raise ValueError(
+                f"invert_at={invert_at!r} does not fit {env_id}: it must be an integer from {k} (after the K-step "
+                f"warm-up) to {horizon - k} (a K-step recovery window before the end of its {horizon}-step episodes)"
+            )
 
 
 # ---------------------------------------------------------------------------------------------------------- metadata
@@ -357,18 +408,134 @@ def _env_kwargs(spec: RunSpec) -> dict[str, Any]:
     return env_kwargs
 
 
+def _recurrent_ppo_class() -> type:
+    try:
+        from sb3_contrib import RecurrentPPO
+    except ImportError as exc:
+        raise ImportError(f"method 'recurrent_ppo' needs sb3-contrib: pip install \"sb3-dmash[zoo]\" ({exc})") from exc
+    return RecurrentPPO
+
+
+def _recurrent_policy_args() -> set[str]:
+    """The keyword arguments of sb3-contrib's ``RecurrentActorCriticPolicy`` that policy kwargs may set."""
+    import inspect
+
+    from sb3_contrib.common.recurrent.policies import RecurrentActorCriticPolicy
+
+    args = set(inspect.signature(RecurrentActorCriticPolicy.__init__).parameters)
+    return args - {"self", "observation_space", "action_space", "lr_schedule"}
+
+
+_ZOO_ONLY_KEYS = ("policy", "n_envs", "n_timesteps", "env_kwargs", "vec_env_wrapper")
+"""Keys of ``ppo_lstm.yml`` that rl-zoo3 reads itself; bench sets them per run (every other key is a RecurrentPPO
+constructor argument)."""
+
+
+def recurrent_ppo_settings(env_id: str) -> tuple[str, dict[str, Any]]:
+    """The policy and the RecurrentPPO constructor kwargs of ``env_id`` in ``hyperparams/ppo_lstm.yml``.
+
+    The rl-zoo3 file is the one source of truth of ``--algo ppo_lstm`` and of bench's ``recurrent_ppo``; bench sets
+    the number of sub-envs, the budget and the training env itself.
+
+    :param env_id: an AIB id.
+    :return: ``(policy, kwargs)``; ``kwargs["policy_kwargs"]`` is a dict.
+    :raises ValueError: when the file has no entry for ``env_id``.
+    """
+    import yaml
+
+    from sb3_dmash.zoo import hyperparams_file
+
+    path = hyperparams_file("ppo_lstm.yml")
+    with open(path, encoding="utf-8") as f:
+        entries = yaml.safe_load(f)
+    if env_id not in entries:
+        raise ValueError(f"{path} has no entry for {env_id}")
+    kwargs = {k: v for k, v in entries[env_id].items() if k not in _ZOO_ONLY_KEYS}
+    policy_kwargs = kwargs.get("policy_kwargs") or {}
+    if isinstance(policy_kwargs, str):  # rl-zoo3's "dict(...)" syntax
+        import torch.nn as nn
+
+        policy_kwargs = eval(policy_kwargs, {"__builtins__": {}, "dict": dict, "nn": nn})
+    kwargs["policy_kwargs"] = dict(policy_kwargs)
+    return str(entries[env_id].get("policy", "MlpLstmPolicy")), kwargs
+
+
+def check_rollout_alignment(
+    env_id: str, learning_starts: int, eval_every: int, budget: int, hyperparams: Mapping[str, Any] | None = None
+) -> int:
+    """Check that RecurrentPPO's updates fall on every evaluation point and on the end of training; return ``n_steps``.
+
+    RecurrentPPO updates after each rollout of ``n_steps`` vector steps, and :class:`AIBEvalCallback` evaluates at
+    rollout starts (right after an update, as after SAC's update round). If ``n_steps`` divides ``learning_starts``,
+    ``eval_every`` and ``budget``, every evaluation lands exactly on the same learning vector steps as for the other
+    methods and training stops exactly at ``(learning_starts + budget) x n_envs`` environment steps.
+
+    :param env_id: the AIB id (its ``n_steps`` comes from ``ppo_lstm.yml``).
+    :param learning_starts: vector steps before learning step 0.
+    :param eval_every: vector steps between evaluations.
+    :param budget: learning vector steps.
+    :param hyperparams: the run's hyperparams; an ``n_steps`` there replaces the yml's.
+    :raises ValueError: naming the setting that ``n_steps`` does not divide and the largest ``n_steps`` that fits.
+    """
+    import math
+
+    n_steps = (hyperparams or {}).get("n_steps") or recurrent_ppo_settings(env_id)[1]["n_steps"]
+    for name, value in (("learning_starts", learning_starts), ("eval_every", eval_every), ("budget", budget)):
+        if value % n_steps:
+            fits = math.gcd(learning_starts, eval_every, budget)
+            raise ValueError(
+                f"recurrent_ppo on {env_id}: n_steps={n_steps} (vector steps per update) does not divide {name}={value}; "
+                f"it must divide learning_starts, eval_every and budget so that every evaluation and the end of training "
+                f"fall on an update. Pass --hyperparams '{{\"n_steps\": N}}' with N dividing {fits} (in a bench invocation of "
+                f"its own: the other methods take no n_steps)"
+            )
+    return int(n_steps)
+
+
+def _recurrent_policy_kwargs(spec: RunSpec, base: Mapping[str, Any]) -> dict[str, Any]:
+    """The yml's policy kwargs with the run's on top: ``net_arch`` sets the MLP after the LSTM and, by its first
+    width, the LSTM size (unless ``lstm_hidden_size`` is given); DMASHPolicy-only keys are ignored."""
+    policy_kwargs = dict(base)
+    net_arch = spec.policy_kwargs.get("net_arch")
+    if isinstance(net_arch, (list, tuple)) and net_arch:
+        policy_kwargs["lstm_hidden_size"] = int(net_arch[0])
+    allowed = _recurrent_policy_args()
+    policy_kwargs.update({k: v for k, v in spec.policy_kwargs.items() if k in allowed})
+    return policy_kwargs
+
+
 def _algorithm_class(spec: RunSpec) -> type:
     if spec.method == "sac":
         from stable_baselines3 import SAC
 
         return SAC
+    if spec.method == "recurrent_ppo":
+        return _recurrent_ppo_class()
     from sb3_dmash.dmash.dmash_sac import DMASHSAC
 
     return DMASHSAC
 
 
+def _build_recurrent_ppo(spec: RunSpec) -> Any:
+    """sb3-contrib's RecurrentPPO with the yml's settings for the env (``spec.hyperparams`` on top). It has no random
+    phase: the ``learning_starts`` vector steps are PPO training too, so that every method sees the same number of
+    environment steps, ``(learning_starts + budget) x n_envs``."""
+    algorithm = _recurrent_ppo_class()
+    policy, kwargs = recurrent_ppo_settings(spec.env_id)
+    policy_kwargs = _recurrent_policy_kwargs(spec, kwargs.pop("policy_kwargs"))
+    kwargs.update(spec.hyperparams)
+    check_rollout_alignment(spec.env_id, spec.learning_starts, spec.eval_every, spec.budget, kwargs)
+    return algorithm(
+        policy,
+        _train_env(spec),
+        **{**kwargs, "policy_kwargs": policy_kwargs, "seed": spec.seed, "verbose": 0, "device": "cpu"},
+    )
+
+
 def build_model(spec: RunSpec) -> Any:
     """The model of a run, on its training VecEnv (sub-env ``i`` runs training context ``i mod 20``)."""
+    if spec.method == "recurrent_ppo":
+        return _build_recurrent_ppo(spec)
     env = _train_env(spec)
     kwargs: dict[str, Any] = {
         "learning_starts": spec.learning_starts * spec.n_envs,
@@ -525,6 +692,7 @@ def train_and_evaluate(
         learning_starts=spec.learning_starts,
         schedule=spec.eval_schedule,
         callback_after_eval=None if checkpoint is None else _checkpoint_callback(checkpoint, history["elapsed_s"]),
+        invert_at=spec.invert_at,
     )
     callback.restore(history["records"], history["evaluated_steps"])
     callbacks = [callback, _progress_callback(spec, callback)] if progress else [callback]
@@ -945,6 +1113,7 @@ def run_grid(
     command: str | None = None,
     save_models: bool = False,
     checkpoints: bool = True,
+    invert_at: int | None = None,
 ) -> GridSummary:
     """Run (or resume) the grid envs x methods x seeds and write the results table into ``out``.
 
@@ -978,6 +1147,9 @@ def run_grid(
     :param checkpoints: snapshot each run after every evaluation in ``<out>/checkpoints/<run_id>/`` and resume an
         interrupted run from there, exactly (removed when the run has finished). With Ray on a cluster they need a
         shared file system too.
+    :param invert_at: evaluate with the fault protocol: the actions are inverted from this step of each scored episode
+        on (``aib.evaluate(..., invert_at=t)``); the table then has the returns before and after the fault, the recovery
+        time and the reward trace around the fault. Runs with a fault are other runs (other ids) than without.
     :return: a :class:`GridSummary`; ``summary.ok`` is False when a run crashed.
     :raises KeyboardInterrupt: after printing how many runs have finished and how to resume.
     """
@@ -996,7 +1168,10 @@ def run_grid(
         splits=splits,
         policy_kwargs=policy_kwargs,
         hyperparams=hyperparams,
+        envs=(envs := list(envs)),
     )
+    if invert_at is not None:
+        _check_fault_step(invert_at, envs)
     specs = make_grid(
         envs,
         methods,
@@ -1010,6 +1185,7 @@ def run_grid(
         splits=tuple(splits),
         policy_kwargs=dict(policy_kwargs or {}),
         hyperparams=dict(hyperparams or {}),
+        invert_at=invert_at,
     )
     out = Path(out)
     (out / "runs").mkdir(parents=True, exist_ok=True)
@@ -1146,6 +1322,109 @@ class FolderLock:
             self._fd = None
 
 
+def evaluate_faults(
+    study: str | os.PathLike,
+    out: str | os.PathLike,
+    invert_at: int,
+    n_episodes: int | None = None,
+    splits: Sequence[str] | None = None,
+    envs: Iterable[str] | None = None,
+    methods: Iterable[str] | None = None,
+    progress: bool = True,
+) -> GridSummary:
+    """Evaluate the saved models of a finished study with the fault protocol, without training again.
+
+    For every run of ``study`` that finished with status ``ok`` and has ``models/<run_id>.zip`` (``--save-models``),
+    :func:`aib.evaluate` with ``invert_at`` on the run's splits, episodes and evaluation seed; the result is stored in
+    ``out`` as a run of its own (its spec is the trained run's with ``invert_at`` set and ``eval_episodes``, and its one
+    evaluation is at the trained run's final step), so ``sb3-dmash report OUT`` gives the fault table and plots.
+    Finished evaluations are not redone.
+
+    :param study: a bench folder run with ``--save-models``.
+    :param out: the folder of the fault evaluations (another folder than ``study``).
+    :param invert_at: the step of each scored episode from which the actions are inverted.
+    :param n_episodes: scored episodes per context (default: the study's).
+    :param splits: evaluated splits (default: the study's).
+    :param envs: only these env keys (default: all); ``methods``: only these methods.
+    :param progress: one line per evaluated model on stderr.
+    """
+    import aib
+
+    study, out = Path(study), Path(out)
+    if study.resolve() == out.resolve():
+        raise ValueError("out must be another folder than the study: a fault evaluation is not a training run")
+    payloads = [p for p in finished_runs(study) if p["status"] == "ok"]
+    envs = set(envs) if envs is not None else None
+    methods = set(methods) if methods is not None else None
+    (out / "runs").mkdir(parents=True, exist_ok=True)
+    skipped: list[str] = []
+    finished: list[str] = []
+    missing: list[str] = []
+    _limit_threads()
+    with FolderLock(out):
+        for payload in payloads:
+            spec = RunSpec.from_dict(payload["spec"])
+            if (envs is not None and spec.env not in envs) or (methods is not None and spec.method not in methods):
+                continue
+            model_path = study / "models" / f"{spec.run_id}.zip"
+            if not model_path.exists():
+                missing.append(spec.run_id)
+                continue
+            fault_spec = dataclasses.replace(
+                spec,
+                invert_at=invert_at,
+                eval_episodes=n_episodes or spec.eval_episodes,
+                splits=tuple(splits) if splits is not None else spec.splits,
+            )
+            if load_run(out, fault_spec) is not None:
+                skipped.append(fault_spec.run_id)
+                continue
+            _check_fault_step(invert_at, [spec.env_id])
+            start = time.time()
+            model = _algorithm_class(spec).load(model_path, device="cpu")
+            results = aib.evaluate(
+                model,
+                spec.env_id,
+                splits=fault_spec.splits,
+                n_episodes=fault_spec.eval_episodes,
+                eval_seed=1_000_000 + spec.seed,
+                env_kwargs=_env_kwargs(spec),
+                invert_at=invert_at,
+                progress=False,
+            )
+            final = max(r["step"] for r in payload["records"])
+            final_record = next(r for r in payload["records"] if r["step"] == final)
+            records = [
+                {
+                    "split": split,
+                    "step": final,
+                    "vector_step": final_record["vector_step"],
+                    "timesteps": final_record["timesteps"],
+                    **result.to_record(),
+                }
+                for split, result in results.items()
+            ]
+            fault_payload = {
+                "run_id": fault_spec.run_id,
+                "spec": fault_spec.to_dict(),
+                "meta": {**run_metadata(), "model": str(model_path), "trained_run": spec.run_id},
+                "status": "ok",
+                "records": records,
+                "duration_s": time.time() - start,
+                "pid": os.getpid(),
+            }
+            write_payload(out, fault_payload)
+            finished.append(fault_spec.run_id)
+            if progress:
+                after = ", ".join(f"{r['split']} {r['return_after']:.1f}" for r in records)
+                _write_line(f"[{spec.env} {spec.method} seed {spec.seed}] return after the fault: {after}")
+        rows = collect_rows(out)
+        write_tables(out, rows)
+    if missing:
+        _write_line(f"{len(missing)} finished run(s) of {study} have no saved model (run the study with --save-models)")
+    return GridSummary(out, len(skipped) + len(finished), skipped, finished, {}, rows)
+
+
 def load_results(path: str | os.PathLike) -> list[dict[str, Any]]:
     """The rows of a results table: a bench folder, a ``results.jsonl`` or a ``results.csv``."""
     import csv
@@ -1160,17 +1439,19 @@ def load_results(path: str | os.PathLike) -> list[dict[str, Any]]:
     with open(path, encoding="utf-8", newline="") as f:
         for row in csv.DictReader(f):
             out: dict[str, Any] = {k: (None if v == "" else v) for k, v in row.items()}
-            for key in ("per_context", "env_kwargs"):
+            for key in ("per_context", "env_kwargs", "reward_trace"):
                 if row.get(key):
                     out[key] = json.loads(row[key])
             for key in ("seed", "step", "vector_step", "timesteps", "n_episodes", "budget", "learning_starts"):
                 if row.get(key) not in (None, ""):
                     out[key] = int(row[key])
-            for key in ("eval_every", "n_envs"):
+            for key in ("eval_every", "n_envs", "invert_at", "reward_trace_start"):
                 if row.get(key) not in (None, ""):
                     out[key] = int(row[key])
-            for key in ("aer", "mean_reward"):
+            for key in ("aer", "mean_reward", "return_before", "return_after", "recovery_median", "recovery_censored"):
                 if row.get(key) not in (None, ""):
                     out[key] = float(row[key])
+            if row.get("recovery_undefined") not in (None, ""):
+                out["recovery_undefined"] = float(row["recovery_undefined"])
             rows.append(out)
     return rows

@@ -1,10 +1,12 @@
-"""The ``sb3-dmash`` command: ``bench`` (a resumable sweep), ``report`` (tables, IQM, plots) and ``diagnose`` (z).
+"""The ``sb3-dmash`` command: ``bench`` (a resumable sweep), ``faults`` (a study's models under a mid-episode fault),
+``report`` (tables, IQM, plots) and ``diagnose`` (z).
 
-    sb3-dmash bench --envs AIB-DI-v0 AIB-ODE-v0 --methods dmash dr --seeds 0-9 --out results/
+    sb3-dmash bench --envs AIB-DI-v0 AIB-ODE-v0 --methods dmash dr --seeds 0-9 --save-models --out results/
+    sb3-dmash faults results/ --invert-at 50 --out results-faults/
     sb3-dmash report results/ --out report/
     sb3-dmash diagnose model.zip --env AIB-DI-v0 --split handcrafted_train --out diag/
 
-See ``docs/protocol.md``.
+See ``docs/protocol.md`` and ``docs/faults.md``.
 """
 
 from __future__ import annotations
@@ -61,7 +63,9 @@ def _bench_parser(sub: Any) -> None:
     envs = p.add_mutually_exclusive_group(required=True)
     envs.add_argument("--envs", nargs="+", help="AIB ids; 'AIB-ODE-v0:k=5' passes env kwargs")
     envs.add_argument("--suite", choices=["AIB-v1", "AIB-v2"], help="all envs of a suite")
-    p.add_argument("--methods", nargs="+", default=["dmash"], help="DMASHSAC methods, or 'sac' (SB3's SAC)")
+    p.add_argument(
+        "--methods", nargs="+", default=["dmash"], help="DMASHSAC methods, 'sac' (SB3's SAC) or 'recurrent_ppo' (sb3-contrib)"
+    )
     p.add_argument("--seeds", nargs="+", default=["0"], help="seeds: '0 1 2', '0-9' or '0,3,5'")
     p.add_argument("--out", required=True, help="output folder (reuse it to resume)")
     p.add_argument("--budget", type=_budget, default="paper", help="learning vector steps per run, or 'paper' (default)")
@@ -83,6 +87,12 @@ def _bench_parser(sub: Any) -> None:
     p.add_argument("--no-retry-failed", action="store_true", help="keep runs that crashed before as failed")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--save-models", action="store_true", help="save each trained model as OUT/models/<run_id>.zip")
+    p.add_argument(
+        "--invert-at",
+        type=int,
+        default=None,
+        help="evaluate with the fault protocol: actions inverted from this step of each scored episode (docs/faults.md)",
+    )
     p.add_argument(
         "--no-checkpoints",
         action="store_true",
@@ -132,9 +142,50 @@ def _bench(args: argparse.Namespace) -> int:
         command=" ".join(["sb3-dmash", *sys.argv[1:]]),
         save_models=args.save_models,
         checkpoints=not args.no_checkpoints,
+        invert_at=args.invert_at,
     )
     print(summary.format())
     return 0 if summary.ok else 1
+
+
+def _faults_parser(sub: Any) -> None:
+    p = sub.add_parser(
+        "faults",
+        help="evaluate the saved models of a finished study with the fault protocol (no training)",
+        description="Evaluate every saved model (bench --save-models) of a study with the fault protocol: the actions "
+        "are inverted from step --invert-at of each scored episode. Writes a bench-style folder; `sb3-dmash report OUT` "
+        "gives the post-fault returns, recovery times and reward traces. See docs/faults.md.",
+    )
+    p.add_argument("study", help="a bench folder run with --save-models")
+    p.add_argument("--invert-at", type=int, required=True, help="first step of each scored episode with inverted actions")
+    p.add_argument("--out", required=True, help="output folder (another folder than the study)")
+    p.add_argument("--eval-episodes", type=int, default=None, help="scored episodes per context (default: the study's)")
+    p.add_argument("--splits", nargs="+", default=None, help="evaluated splits (default: the study's)")
+    p.add_argument("--envs", nargs="+", default=None, help="only these envs")
+    p.add_argument("--methods", nargs="+", default=None, help="only these methods")
+    p.add_argument("--no-progress", action="store_true", help="no line per evaluated model")
+
+
+def _faults(args: argparse.Namespace) -> int:
+    from sb3_dmash.bench import evaluate_faults
+
+    if args.eval_episodes is not None and args.eval_episodes < 1:
+        raise ValueError(f"--eval-episodes {args.eval_episodes} must be an integer >= 1")
+    summary = evaluate_faults(
+        args.study,
+        args.out,
+        args.invert_at,
+        n_episodes=args.eval_episodes,
+        splits=args.splits,
+        envs=args.envs,
+        methods=args.methods,
+        progress=not args.no_progress,
+    )
+    print(
+        f"{summary.total} fault evaluations in {summary.out}: {len(summary.skipped)} already done, "
+        f"{len(summary.finished)} done now; {len(summary.rows)} rows in {summary.out / 'results.csv'}"
+    )
+    return 0
 
 
 def _bounds(values: Sequence[str] | None) -> dict[str, tuple[float, float]]:
@@ -247,6 +298,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", required=True)
     _bench_parser(sub)
+    _faults_parser(sub)
     _report_parser(sub)
     _diagnose_parser(sub)
     return parser
@@ -258,7 +310,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
-        return {"bench": _bench, "report": _report, "diagnose": _diagnose}[args.command](args)
+        return {"bench": _bench, "faults": _faults, "report": _report, "diagnose": _diagnose}[args.command](args)
     except KeyboardInterrupt:
         return 130  # the command said what was kept and how to resume; no traceback
     except (ValueError, argparse.ArgumentTypeError, FileNotFoundError, FolderInUseError) as exc:

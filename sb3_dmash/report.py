@@ -35,7 +35,7 @@ from sb3_dmash.utils import require
 SPLITS = ("train", "eval_in", "eval_out")
 SPLIT_NAMES = {"train": "Train", "eval_in": "Eval-in", "eval_out": "Eval-out", "aggregated": "Aggregated"}
 SUBSETS = ("All", "Overlap", "Non-overlap")
-METHOD_ORDER = ("concat", "decision_adapter", "dr", "sac", "dma", "dma_pearl", "dma_star", "dmash")
+METHOD_ORDER = ("concat", "decision_adapter", "dr", "sac", "recurrent_ppo", "dma", "dma_pearl", "dma_star", "dmash")
 MIN_SEEDS = 3
 """Cells with fewer seeds get a warning and a marked CI: a 95 % CI from 2 seeds says little, from 1 it is a point."""
 DIVERGED_HEADING = "Diverged runs (left out of every table and aggregate)"
@@ -59,6 +59,8 @@ class ReportResult:
     def format(self) -> str:
         """The terminal summary: the aggregate IQM table and the diverged runs."""
         parts = [format_aggregate(self.tables["aggregate"])]
+        if "faults" in self.tables:
+            parts.append(format_faults(self.tables["faults"]))
         if self.diverged:
             parts.append(format_diverged(self.diverged))
         return "\n\n".join(parts)
@@ -496,6 +498,134 @@ def plot_learning_curves(frame: Any, out: Path) -> list[Path]:
     return paths
 
 
+# ---------------------------------------------------------------------------------------------------------- faults
+def has_faults(frame: Any) -> bool:
+    """Whether the table comes from the fault protocol (``bench --invert-at``, ``sb3-dmash faults``)."""
+    return "invert_at" in frame and bool(frame["invert_at"].notna().any())
+
+
+def _final_fault_rows(frame: Any) -> Any:
+    """The last evaluation of each run (env, method, seed, split) that has fault columns."""
+    rows = frame[frame["invert_at"].notna()]
+    last = rows.groupby(["env", "method", "seed"])["step"].transform("max")
+    return rows[rows["step"] == last]
+
+
+def fault_table(frame: Any, reps: int = 10_000, seed: int = 0) -> Any:
+    """Per env, method and split, over seeds (each run's last evaluation): the post-fault return (the AER of the steps
+    from the fault on) and each run's median recovery time, as means with 95 % bootstrap CIs, and the share of
+    censored episodes (not recovered before the episode ends; they count at their censoring time, so a recovery time
+    is a lower bound where that share exceeds one half)."""
+    pd = require("pandas", "analysis")  # a clear error without sb3-dmash[analysis]
+
+    rows = []
+    for (env, method, split), group in _final_fault_rows(frame).groupby(["env", "method", "split"], sort=False):
+        row: dict[str, Any] = dict(
+            env=env,
+            env_name=group["env_name"].iloc[0],
+            method=method,
+            method_name=group["method_name"].iloc[0],
+            split=split,
+            invert_at=int(group["invert_at"].iloc[0]),
+            n_seeds=len(group),
+        )
+        for column, name in (("return_before", "before"), ("return_after", "after"), ("recovery_median", "recovery")):
+            values = group[column].to_numpy(float)
+            values = values[np.isfinite(values)]
+            if len(values):
+                point, lower, upper = stats.stratified_bootstrap([values], ("mean",), reps=reps, rng=seed)["mean"]
+            else:
+                point = lower = upper = float("nan")
+            row.update({name: point, f"{name}_ci_low": lower, f"{name}_ci_high": upper})
+        row["censored"] = float(group["recovery_censored"].astype(float).mean())
+        row["no_recovery_time"] = float(group["recovery_undefined"].astype(float).mean())
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def _recovery_text(r: Any) -> str:
+    if not np.isfinite(r.recovery):
+        return "none: no reward before the fault"
+    return f"{_ci(r.recovery, r.recovery_ci_low, r.recovery_ci_high, 1)} steps, {100 * r.censored:.0f} % censored"
+
+
+def format_faults(faults: Any) -> str:
+    """The fault table for the terminal: post-fault return and recovery time per env, split and method."""
+    lines = ["Faults (each run's last evaluation; means over seeds with 95 % CIs)"]
+    for r in faults.itertuples():
+        lines.append(
+            f"  {r.env_name:<12} {SPLIT_NAMES.get(r.split, r.split):<9} {r.method_name:<13} n={r.n_seeds}  "
+            f"after the fault {_ci(r.after, r.after_ci_low, r.after_ci_high, 1)}  "
+            f"recovery {_recovery_text(r)}"
+        )
+    return "\n".join(lines)
+
+
+def plot_fault_traces(frame: Any, out: Path) -> list[Path]:
+    """One PNG per env: the mean reward per step around the fault (each run's last evaluation), per method and split,
+    with a 95 % normal band over seeds; step 0 is the first step with inverted actions."""
+    paths = []
+    methods = _order(frame["method"].unique(), METHOD_ORDER)
+    finals = _final_fault_rows(frame)
+    for env, env_rows in finals.groupby("env", sort=False):
+        splits = [s for s in SPLITS if s in set(env_rows["split"])]
+        fig = _figure(4.2 * len(splits), 3.4)
+        axes = fig.subplots(1, len(splits), squeeze=False)[0]
+        for ax, split in zip(axes, splits, strict=True):
+            for method in methods:
+                rows = env_rows[(env_rows["method"] == method) & (env_rows["split"] == split)]
+                if rows.empty:
+                    continue
+                traces = np.array([json.loads(t) if isinstance(t, str) else t for t in rows["reward_trace"]], dtype=float)
+                x = np.arange(traces.shape[1]) + int(rows["reward_trace_start"].iloc[0]) - int(rows["invert_at"].iloc[0])
+                mean = traces.mean(axis=0)
+                half = 1.96 * traces.std(axis=0, ddof=1) / np.sqrt(len(traces)) if len(traces) > 1 else np.zeros_like(mean)
+                ax.plot(x, mean, label=f"{rows['method_name'].iloc[0]} ({len(traces)} seed{'s' * (len(traces) > 1)})")
+                ax.fill_between(x, mean - half, mean + half, alpha=0.2)
+            ax.axvline(0, color="k", linewidth=0.8, linestyle="--")
+            ax.set_title(f"{env_rows['env_name'].iloc[0]} - {SPLIT_NAMES.get(split, split)}")
+            ax.set_xlabel("steps since the fault (actions inverted from 0)")
+            ax.set_ylabel("mean reward per step")
+            ax.grid(alpha=0.3)
+        axes[0].legend(fontsize="small")
+        fig.tight_layout()
+        path = out / f"fault_{_slug(env)}.png"
+        fig.savefig(path)
+        paths.append(path)
+    return paths
+
+
+def _fault_markdown(faults: Any) -> list[str]:
+    header = ["Env", "Split", "Method", "Seeds", "Return before the fault", "Return after the fault (post-fault AER)",
+              "Recovery time (steps)", "Censored", "No pre-fault reward"]  # fmt: skip
+    rows = [
+        [
+            r.env_name,
+            SPLIT_NAMES.get(r.split, r.split),
+            r.method_name,
+            r.n_seeds,
+            _ci(r.before, r.before_ci_low, r.before_ci_high, 1),
+            _ci(r.after, r.after_ci_low, r.after_ci_high, 1),
+            _ci(r.recovery, r.recovery_ci_low, r.recovery_ci_high, 1) if np.isfinite(r.recovery) else "none",
+            f"{100 * r.censored:.0f} %" if np.isfinite(r.censored) else "-",
+            f"{100 * r.no_recovery_time:.0f} %",
+        ]
+        for r in faults.itertuples()
+    ]
+    invert_at = ", ".join(str(v) for v in sorted(faults["invert_at"].unique()))
+    return [
+        f"## Faults: actions inverted from step {invert_at} of each scored episode",
+        "",
+        "Means over seeds of each run's last evaluation, 95 % bootstrap CIs. Recovery time: steps from the fault until "
+        "the reward averaged over K steps is back to 90 % of its level in the K steps before the fault (per episode; the "
+        "run's median; censored episodes count at their censoring time). 'No pre-fault reward': episodes without reward "
+        "before the fault, which have no recovery time.",
+        "",
+        _markdown_table(header, rows),
+        "",
+    ]
+
+
 def plot_iqm_bars(aggregate: Any, out: Path) -> Path:
     """Grouped bars: normalised IQM with its 95 % CI per subset and method, one panel per split."""
     splits = [s for s in (*SPLITS, "aggregated") if s in set(aggregate["split"])]
@@ -577,6 +707,7 @@ def write_markdown(
     reps: int,
     reference: str,
     diverged: Sequence[Mapping[str, Any]] = (),
+    faults: Any = None,
 ) -> None:
     methods = _order(scores["method"].unique(), METHOD_ORDER)
     names = {m: scores.loc[scores["method"] == m, "method_name"].iloc[0] for m in methods}
@@ -603,6 +734,8 @@ def write_markdown(
             for d in diverged
         ]
         parts.append("")
+    if faults is not None:
+        parts += _fault_markdown(faults)
     parts += ["## Aggregate normalised IQM", ""]
     header = ["Split", "Subset", *[names[m] for m in methods]]
     rows, marked = [], False
@@ -760,12 +893,16 @@ def make_report(
         "improvement": improvement,
         "per_context_eval_out": per_context,
     }
+    if has_faults(frame):
+        tables["faults"] = fault_table(frame, reps=per_env_reps or min(reps, 10_000), seed=seed)
     for name, table in tables.items():
         table.to_csv(out / f"{name}.csv", index=False)
     figures: list[Path] = []
     if plots:
         figures.append(plot_iqm_bars(aggregate, out))
         figures.extend(plot_learning_curves(frame, out))
+        if has_faults(frame):
+            figures.extend(plot_fault_traces(frame, out))
     markdown = out / "report.md"
     write_markdown(
         markdown,
@@ -782,5 +919,6 @@ def make_report(
         reps,
         reference,
         diverged,
+        tables.get("faults"),
     )
     return ReportResult(out, markdown, tables, figures, warnings, diverged)

@@ -4,7 +4,9 @@ SB3's ``save`` + ``save_replay_buffer`` keep the weights, optimisers and replay 
 still differ from an uninterrupted one: the environments restart their episodes, the rollout window of ``DMASHSAC``
 is rebuilt and the random streams restart. :class:`RunCheckpoint` stores, next to the model and the buffer, the
 state of each sub-env (its episode, step and random generator), the last observations and episode starts, the rollout
-window, the global random states (numpy, torch, Python) and whatever the caller adds (the evaluation history).
+window (or RecurrentPPO's LSTM states), the global random states (numpy, torch, Python) and whatever the caller adds
+(the evaluation history). An on-policy model must be saved between two rollouts (its rollout buffer is not kept):
+``AIBEvalCallback`` evaluates, and ``sb3-dmash bench`` checkpoints, at rollout starts.
 
 Layout of a checkpoint folder::
 
@@ -41,6 +43,8 @@ _RUN_ATTRIBUTES = (
     "_rollout_window",
     "_warmup_pending",
     "_warned_unsynchronised",
+    # RecurrentPPO: the LSTM states of actor and critic at the rollout boundary (load() would reset them to zeros)
+    "_last_lstm_states",
 )
 
 _VEC_ENV_ATTRIBUTES = ("_seeds", "_options", "reset_infos")

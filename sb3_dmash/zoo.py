@@ -7,10 +7,11 @@ rl-zoo3 has no plugin API. The startup hook (``_sb3_dmash_hook``, installed with
   choice of ``train``, ``enjoy``, ``record_video``...;
 * :func:`patch_hyperparams_opt` (``rl_zoo3.hyperparams_opt``): the Optuna sampler and converter of ``dmash_sac``;
 * :func:`patch_exp_manager` (``rl_zoo3.exp_manager``): the default hyperparameter file. Without ``--conf-file``,
-  ``--algo dmash_sac`` reads our ``dmash_sac.yml``, and ``--algo sac`` on an ``AIB-`` id reads our ``sac.yml`` (the
-  DR / Concat baselines with the same budgets); every other ``--algo``/``--env`` keeps rl-zoo3's own file. It also
-  keeps the yml's ``policy_kwargs`` when Optuna samples some of them, and makes ``--trial-id 0`` work for
-  ``dmash_sac``.
+  ``--algo dmash_sac`` reads our ``dmash_sac.yml``, ``--algo sac`` on an ``AIB-`` id our ``sac.yml`` (the DR / Concat
+  baselines with the same budgets) and ``--algo ppo_lstm`` on an ``AIB-`` id our ``ppo_lstm.yml`` (sb3-contrib's
+  RecurrentPPO with the same budgets in environment steps); every other ``--algo``/``--env`` keeps rl-zoo3's own
+  file. It also keeps the yml's ``policy_kwargs`` when Optuna samples some of them, and makes ``--trial-id 0`` work
+  for ``dmash_sac``.
 
 Every patch is idempotent and uses ``setdefault`` where it adds to a table, so user changes win. Without the hook
 (``SB3_DMASH_NO_HOOK=1``, ``python -S``, an unusual install), call :func:`install` in your script or use the wrapper
@@ -36,8 +37,9 @@ from pathlib import Path
 from typing import Any
 
 ALGO = "dmash_sac"
-# the --algo values whose yml we ship: dmash_sac always, sac only for AIB ids (the DR / Concat baselines)
-_CONFIG_FILES = {"dmash_sac": "dmash_sac.yml", "sac": "sac.yml"}
+# the --algo values whose yml we ship: dmash_sac always; sac (the DR / Concat baselines) and ppo_lstm (RecurrentPPO)
+# only for AIB ids, where rl-zoo3's own files have no entry
+_CONFIG_FILES = {"dmash_sac": "dmash_sac.yml", "sac": "sac.yml", "ppo_lstm": "ppo_lstm.yml"}
 AIB_PREFIX = "AIB-"
 
 # Optuna search space (integration.md §9.3)
@@ -58,7 +60,7 @@ _objective_state = threading.local()
 # hyperparameter files
 # ---------------------------------------------------------------------------------------------------------------------
 def hyperparams_file(name: str = "dmash_sac.yml") -> Path:
-    """The path of one of our rl-zoo3 hyperparameter files (``dmash_sac.yml``, ``sac.yml``).
+    """The path of one of our rl-zoo3 hyperparameter files (``dmash_sac.yml``, ``sac.yml``, ``ppo_lstm.yml``).
 
     Rule: the copy inside the installed package (``sb3_dmash/hyperparams/``, where the wheel puts the repository's
     top-level ``hyperparams/``), else the source tree's ``hyperparams/`` next to the package directory (an editable
@@ -79,10 +81,13 @@ def hyperparams_file(name: str = "dmash_sac.yml") -> Path:
 def default_config(algo: str, env_id: str) -> str | None:
     """The hyperparameter file rl-zoo3 should read for ``--algo algo --env env_id`` when no ``--conf-file`` is given.
 
-    ``dmash_sac``: our ``dmash_sac.yml``. ``sac`` on an ``AIB-`` id: our ``sac.yml``. Anything else: ``None``
-    (rl-zoo3's own file).
+    ``dmash_sac``: our ``dmash_sac.yml``. ``sac`` or ``ppo_lstm`` on an ``AIB-`` id: our ``sac.yml`` or
+    ``ppo_lstm.yml``. Anything else: ``None`` (rl-zoo3's own file).
+
+    :param algo: the ``--algo``.
+    :param env_id: the ``--env``.
     """
-    if algo == ALGO or (algo == "sac" and str(env_id).startswith(AIB_PREFIX)):
+    if algo == ALGO or (algo in _CONFIG_FILES and str(env_id).startswith(AIB_PREFIX)):
         return str(hyperparams_file(_CONFIG_FILES[algo]))
     return None
 
@@ -317,8 +322,9 @@ def _read_hyperparameters(self: Any, original: Any) -> tuple[dict[str, Any], dic
 def patch_exp_manager() -> None:
     """Patch ``rl_zoo3.exp_manager.ExperimentManager`` (idempotent).
 
-    * ``__init__``: without ``--conf-file`` (``config=None``), ``dmash_sac`` reads our ``dmash_sac.yml`` and ``sac``
-      on an ``AIB-`` id our ``sac.yml`` (:func:`default_config`); everything else is unchanged.
+    * ``__init__``: without ``--conf-file`` (``config=None``), ``dmash_sac`` reads our ``dmash_sac.yml``, and ``sac``
+      and ``ppo_lstm`` on an ``AIB-`` id our ``sac.yml`` and ``ppo_lstm.yml`` (:func:`default_config`); everything else
+      is unchanged.
     * ``objective``: makes the experiment's hyperparameters visible to :func:`sample_dmash_sac_params` (thread-local,
       so ``--n-jobs`` works), which re-emits the yml's ``policy_kwargs``.
     * ``read_hyperparameters``: for ``dmash_sac`` with ``--trial-id``, keeps the yml's ``policy_kwargs`` under the

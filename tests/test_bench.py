@@ -368,3 +368,165 @@ def test_runs_show_their_progress(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "[AIB-DI-v0 dr seed 0] 8/8 learning vector steps (100 %)" in err
     assert "ETA" in err and "AER at step 8: eval_out" in err
+
+
+# ---------------------------------------------------------------------------------------------------------- RecurrentPPO
+RPPO_ARGS = [
+    "--budget", "8",
+    "--learning-starts", "4",
+    "--eval-every", "4",
+    "--eval-episodes", "1",
+    "--splits", "eval_out",
+    "--net-arch", "16",
+    "--batch-size", "40",
+    "--hyperparams", '{"n_steps": 4}',
+    "--no-progress",
+]  # fmt: skip
+
+
+def test_recurrent_ppo_trains_saves_and_evaluates(tmp_path):
+    """``--methods recurrent_ppo``: sb3-contrib's RecurrentPPO with the same environment steps and evaluation points."""
+    from sb3_contrib import RecurrentPPO
+
+    import aib
+
+    out = tmp_path / "rppo"
+    args = ["bench", "--envs", "AIB-ODE-v0", "--methods", "recurrent_ppo", "--seeds", "0", *RPPO_ARGS, "--out", str(out)]
+    assert cli.main([*args, "--save-models"]) == 0
+    rows = bench.load_results(out)
+    # evaluated at the learning steps of every other method; (4 + 8) vector steps x 20 sub-envs in all
+    assert [(r["step"], r["vector_step"], r["timesteps"]) for r in rows] == [(0, 4, 80), (4, 8, 160), (8, 12, 240)]
+    assert {r["method_name"] for r in rows} == {"RecurrentPPO"}
+    (run_file,) = (out / "runs").glob("*.json")
+    model = RecurrentPPO.load(out / "models" / run_file.with_suffix(".zip").name, device="cpu")
+    assert model.num_timesteps == 240 and model.n_steps == 4 and model.batch_size == 40
+    assert model.policy.lstm_actor.hidden_size == 16  # --net-arch sets the LSTM size too
+    _, yml_kwargs = bench.recurrent_ppo_settings("AIB-ODE-v0")
+    assert model.n_epochs == yml_kwargs["n_epochs"] and model.gamma == yml_kwargs["gamma"]  # the rest from the yml
+    results = aib.evaluate(model, "AIB-ODE-v0", splits=("eval_out",), n_episodes=1, eval_seed=1_000_000, progress=False)
+    assert results["eval_out"].per_context.tolist() == pytest.approx(rows[-1]["per_context"], abs=1e-6)
+
+
+def test_recurrent_ppo_settings_are_validated(tmp_path, capsys):
+    out = tmp_path / "rppo"
+    base = ["bench", "--envs", "AIB-DI-v0", "--methods", "recurrent_ppo", "--seeds", "0", "--out", str(out)]
+    cases = [
+        # the yml's n_steps (200) does not divide a 4-step evaluation grid: refused before any run
+        ([*RPPO_ARGS[: RPPO_ARGS.index("--hyperparams")], "--no-progress"], "n_steps=200 (vector steps per update) does not"),
+        ([*RPPO_ARGS, "--hyperparams", '{"n_step": 4}'], "key 'n_step' is not accepted by sb3-contrib's RecurrentPPO"),
+        ([*RPPO_ARGS, "--policy-kwargs", '{"lstm_size": 4}'], "policy_kwargs key 'lstm_size' is not accepted"),
+    ]
+    for extra, message in cases:
+        with pytest.raises(SystemExit) as exit_info:
+            cli.main([*base, *extra])
+        assert exit_info.value.code == 2
+        err = capsys.readouterr().err
+        assert message in err and "Traceback" not in err
+        assert not (out / "runs").exists()
+
+
+def test_recurrent_ppo_lstm_state_is_carried_through_the_warmup():
+    """``aib.evaluate`` hands the LSTM state after the K warm-up steps to the first scored step (not zeros)."""
+    import itertools
+
+    import numpy as np
+
+    import aib
+
+    spec = bench.RunSpec(
+        env_id="AIB-DI-v0", method="recurrent_ppo", seed=0, budget=4, learning_starts=0, eval_every=4, n_envs=2,
+        policy_kwargs={"net_arch": [8]}, hyperparams={"n_steps": 4},
+    )  # fmt: skip
+    model = bench.build_model(spec)
+    calls = []
+    predict = model.predict
+
+    def recording_predict(obs, state=None, episode_start=None, deterministic=False):
+        actions, new_state = predict(obs, state=state, episode_start=episode_start, deterministic=deterministic)
+        calls.append((state, np.array(episode_start), new_state))
+        return actions, new_state
+
+    model.predict = recording_predict
+    aib.evaluate(model, "AIB-DI-v0", splits=("eval_out",), n_episodes=1, progress=False)
+    K = aib.env_info("AIB-DI-v0").history_len
+    assert calls[0][0] is None and calls[0][1].all()  # the warm-up starts from a fresh state
+    for (_, _, out_state), (in_state, starts, _) in itertools.pairwise(calls):
+        assert not starts.any()  # never reset again, not even at the scored episode's reset
+        assert all(np.array_equal(a, b) for a, b in zip(out_state, in_state, strict=True))
+    # calls 0..K-1: warm-up; K: the last warm-up observation; K+1: the first scored step, after the reset
+    first_scored_state = calls[K + 1][0]
+    assert all(np.abs(x).max() > 0 for x in first_scored_state)
+    assert len(calls) == K + 1 + aib.env_info("AIB-DI-v0").max_episode_steps
+
+
+def test_recurrent_ppo_in_run_checkpoint_resumes_exactly(tmp_path, monkeypatch):
+    """As test_in_run_checkpoint_resumes_exactly, for RecurrentPPO: its LSTM states are part of the snapshot."""
+    import torch as th
+    from sb3_contrib import RecurrentPPO
+
+    from sb3_dmash.run_checkpoint import RunCheckpoint
+
+    # updates every 20 vector steps; the resume point (learning step 60, vector step 160) is mid-episode for DI
+    spec = bench.RunSpec(
+        env_id="AIB-DI-v0", method="recurrent_ppo", seed=0, budget=180, learning_starts=100, eval_every=60,
+        eval_episodes=1, splits=("eval_out",), policy_kwargs={"net_arch": [16]},
+        hyperparams={"n_steps": 20, "batch_size": 200},
+    )  # fmt: skip
+    reference, _ = bench.train_and_evaluate(spec, str(tmp_path / "reference.zip"), str(tmp_path / "ckpt_reference"))
+
+    save, saves = RunCheckpoint.save, []
+
+    def save_then_die(self, model, extra=None):
+        path = save(self, model, extra)
+        saves.append(model.num_timesteps)
+        if len(saves) == 2:
+            assert all(x.abs().max() > 0 for pair in model._last_lstm_states for x in pair)  # a state worth keeping
+            raise KeyboardInterrupt("killed")
+        return path
+
+    monkeypatch.setattr(RunCheckpoint, "save", save_then_die)
+    with pytest.raises(KeyboardInterrupt):
+        bench.train_and_evaluate(spec, str(tmp_path / "resumed.zip"), str(tmp_path / "ckpt"))
+    assert saves == [100 * 20, 160 * 20] and RunCheckpoint(tmp_path / "ckpt").exists()
+    monkeypatch.setattr(RunCheckpoint, "save", save)
+    resumed, _ = bench.train_and_evaluate(spec, str(tmp_path / "resumed.zip"), str(tmp_path / "ckpt"))
+
+    assert [r["step"] for r in resumed] == [0, 60, 120, 180]
+    assert resumed == reference
+    a, b = (RecurrentPPO.load(tmp_path / name, device="cpu") for name in ("reference.zip", "resumed.zip"))
+    assert a.num_timesteps == b.num_timesteps == 280 * 20 and a._n_updates == b._n_updates
+    for (name, x), y in zip(a.policy.state_dict().items(), b.policy.state_dict().values(), strict=True):
+        assert th.equal(x, y), name
+
+
+def test_fault_protocol_in_bench_faults_and_report(tmp_path, capsys):
+    """--invert-at evaluates with the fault protocol; `sb3-dmash faults` does it for a study's saved models; the report
+    adds the post-fault table and the reward traces around the fault."""
+    from sb3_dmash import cli
+    from sb3_dmash.report import make_report
+
+    args = dict(GRID, eval_schedule="every", splits=("eval_out",))
+    plain = bench.make_grid(["AIB-DI-v0"], ["dr"], [0], **{k: v for k, v in args.items() if k != "policy_kwargs"})[0]
+    assert "invert_at" not in plain.to_dict()  # the run ids of studies without faults are unchanged
+    faulted = bench.run_grid(["AIB-DI-v0"], ["dr"], [0], tmp_path / "bench", progress=False, invert_at=50, **args)
+    assert faulted.ok and faulted.finished[0] != plain.run_id
+    rows = bench.load_results(tmp_path / "bench" / "results.csv")
+    assert {r["invert_at"] for r in rows} == {50} and all(len(r["reward_trace"]) == 100 - 26 for r in rows)
+    with pytest.raises(ValueError, match=r"invert_at=90 does not fit AIB-DI-v0: it must be an integer from 24 .* to 76"):
+        bench.run_grid(["AIB-DI-v0"], ["dr"], [0], tmp_path / "other", progress=False, invert_at=90, **args)
+
+    study = tmp_path / "study"
+    bench.run_grid(["AIB-DI-v0"], ["dmash", "dr"], [0, 1], study, progress=False, save_models=True, **args)
+    out = tmp_path / "faults"
+    assert cli.main(["faults", str(study), "--invert-at", "50", "--out", str(out), "--methods", "dr"]) == 0
+    assert "2 fault evaluations" in capsys.readouterr().out
+    assert cli.main(["faults", str(study), "--invert-at", "50", "--out", str(out)]) == 0
+    assert "4 fault evaluations in" in (printed := capsys.readouterr().out) and "2 already done, 2 done now" in printed
+    rows = bench.load_results(out)
+    assert {(r["method"], r["seed"]) for r in rows} == {("dmash", 0), ("dmash", 1), ("dr", 0), ("dr", 1)}
+    assert {r["step"] for r in rows} == {8}  # at the trained runs' final step
+    report = make_report(out, tmp_path / "report", reps=200)
+    assert set(report.tables["faults"]["method"]) == {"dmash", "dr"}
+    assert "Faults (each run's last evaluation" in report.format()
+    assert (tmp_path / "report" / "fault_AIB-DI-v0.png").exists()
+    assert "## Faults: actions inverted from step 50" in (tmp_path / "report" / "report.md").read_text()

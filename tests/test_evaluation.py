@@ -283,3 +283,41 @@ def test_long_evaluations_show_progress(sac_model, monkeypatch, capsys):
     assert "2/2 episodes per context, 60 s" in err
     aib.evaluate(sac_model, "AIB-ODE-v0", splits=("eval_out",), n_episodes=2, progress=False)
     assert capsys.readouterr().err == ""
+
+
+class ConstantModel:
+    """Always pushes with +0.5 on every action dimension (no state), so the inversion is visible in the rewards."""
+
+    seed = 0
+
+    def __init__(self, action_dim: int) -> None:
+        self.action_dim = action_dim
+
+    def predict(self, observation, state=None, episode_start=None, deterministic=True):
+        return np.full((len(observation), self.action_dim), 0.5, dtype=np.float32), None
+
+
+def test_fault_protocol_splits_the_return_at_the_fault():
+    model = ConstantModel(aib.make_vec_env("AIB-DI-v0", n_envs=1).action_space.shape[0])
+    kwargs = dict(splits=("eval_out",), n_episodes=2, warmup_steps=K)
+    plain = aib.evaluate(model, "AIB-DI-v0", **kwargs)["eval_out"]
+    fault = aib.evaluate(model, "AIB-DI-v0", invert_at=50, **kwargs)["eval_out"]
+    later = aib.evaluate(model, "AIB-DI-v0", invert_at=76, **kwargs)["eval_out"]
+    assert fault.rewards.shape == (20, 2, 100) and fault.invert_at == 50 and fault.recovery_window == K
+    np.testing.assert_allclose(fault.returns_before + fault.returns_after, fault.returns)
+    # the same actions and seeds: identical rewards before the fault (the context check saw every context flip at 50)
+    np.testing.assert_array_equal(fault.rewards[..., :50], later.rewards[..., :50])
+    assert not np.array_equal(fault.rewards[..., 50:76], later.rewards[..., 50:76])  # the inversion changes the episode
+    record = fault.to_record()
+    assert record["invert_at"] == 50 and record["return_after"] == pytest.approx(fault.returns_after.mean())
+    assert {"recovery_median", "recovery_censored", "recovery_undefined"} <= set(record)
+    assert record["reward_trace_start"] == 50 - K and len(record["reward_trace"]) == 100 - (50 - K)
+    assert "invert_at" not in plain.to_record()
+    with pytest.raises(ValueError, match="has no fault"):
+        _ = plain.returns_after
+
+
+@pytest.mark.parametrize("invert_at", [0, 10, 177, 2.5, True])
+def test_fault_step_must_leave_the_warmup_and_a_recovery_window(sac_model, invert_at):
+    with pytest.raises(ValueError, match=rf"invert_at={invert_at!r} must be an integer from 24 .* to 176"):
+        aib.evaluate(sac_model, "AIB-ODE-v0", splits=("eval_out",), n_episodes=1, invert_at=invert_at)

@@ -25,7 +25,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 HOOK_FILES = ("_sb3_dmash_hook.py", "sb3_dmash_hook.pth", "sb3_dmash_hook.start")
-YML_FILES = ("dmash_sac.yml", "sac.yml")
+YML_FILES = ("dmash_sac.yml", "sac.yml", "ppo_lstm.yml")
 
 
 def _environ() -> dict[str, str]:

@@ -75,7 +75,7 @@ def test_hyperparams_file_in_source_tree() -> None:
     if Path(sb3_dmash.__file__).resolve().parent != ROOT / "sb3_dmash":
         pytest.skip("sb3_dmash is not imported from this source tree (a wheel install); test_packaging covers it")
     # editable install / source checkout: the repository's own hyperparams/, never a copy
-    for name in ("dmash_sac.yml", "sac.yml"):
+    for name in ("dmash_sac.yml", "sac.yml", "ppo_lstm.yml"):
         assert zoo.hyperparams_file(name) == ROOT / "hyperparams" / name
     with pytest.raises(FileNotFoundError, match=r"no_such\.yml"):
         zoo.hyperparams_file("no_such.yml")
@@ -120,6 +120,32 @@ def test_yml_entries_follow_the_paper(name: str) -> None:
         policy_kwargs = eval(entry["policy_kwargs"])
         assert policy_kwargs["net_arch"] == [256, 256]
     assert _yml("dmash_sac.yml")["AIB-Cheetah-v0"]["buffer_size"] == 20 * 100 * 1128  # the worked example
+
+
+def test_ppo_lstm_yml_matches_the_environment_step_budgets() -> None:
+    # RecurrentPPO sees as many environment steps as the off-policy methods: (5,000 random + budget) vector steps x 20
+    from sb3_dmash import bench
+
+    ours = ROOT / "hyperparams" / "ppo_lstm.yml"
+    entries = _yml("ppo_lstm.yml")
+    assert set(entries) == {"default"} | {info.env_id for info in ENVS}
+    for info in ENVS:
+        entry = entries[info.env_id]
+        assert Path(zoo.default_config("ppo_lstm", info.env_id)).samefile(ours), info.env_id
+        assert entry["policy"] == "MlpLstmPolicy" and entry["n_envs"] == 20
+        assert entry["env_kwargs"] == {"split": "train"} and entry["vec_env_wrapper"] == "aib.AssignContexts"
+        assert entry["n_timesteps"] == (5_000 + info.budget) * 20, info.env_id
+        n_steps = entry["n_steps"]
+        # updates on the 5,000-vector-step evaluation grid and at the end of the budget, covering whole episodes
+        assert 5_000 % n_steps == 0 and info.budget % n_steps == 0 and n_steps % info.max_episode_steps == 0, info.env_id
+        assert (n_steps * entry["n_envs"]) % entry["batch_size"] == 0
+        assert entry["gamma"] == 0.99 and entry["ent_coef"] == 0.0 and not entry.get("normalize")
+        assert 64 <= entry["policy_kwargs"]["lstm_hidden_size"] <= 128
+        # bench's recurrent_ppo reads the same entry
+        policy, kwargs = bench.recurrent_ppo_settings(info.env_id)
+        assert policy == entry["policy"] and kwargs["n_steps"] == n_steps and kwargs["policy_kwargs"] == entry["policy_kwargs"]
+        assert not {"n_envs", "n_timesteps", "env_kwargs", "vec_env_wrapper", "policy"} & set(kwargs)
+    assert zoo.default_config("ppo_lstm", "CartPoleNoVel-v1") is None  # rl-zoo3's own ppo_lstm.yml
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -261,6 +287,8 @@ def test_patches_in_rl_zoo3(tmp_path: Path) -> None:
         assert manager("sac", "AIB-WalkerGym-v0").config == ours("sac.yml")
         assert Path(manager("sac", "Pendulum-v1").config) == zoo_dir / "sac.yml"
         assert Path(manager("td3", "AIB-DI-v0").config) == zoo_dir / "td3.yml"
+        assert manager("ppo_lstm", "AIB-Cheetah-v0").config == ours("ppo_lstm.yml")
+        assert Path(manager("ppo_lstm", "CartPoleNoVel-v1").config) == zoo_dir / "ppo_lstm.yml"
         assert manager("dmash_sac", "AIB-DI-v0", config="mine.yml").config == "mine.yml"  # --conf-file wins
         assert manager("sac", "AIB-DI-v0", config="mine.yml").config == "mine.yml"
         keywords = ExperimentManager(args=argparse.Namespace(), algo="dmash_sac", env_id="AIB-DI-v0", log_folder="x")
@@ -410,6 +438,27 @@ def test_sac_baseline_finds_our_yml(tmp_path: Path) -> None:
     assert config["vec_env_wrapper"] == "aib.AssignContexts" and config["env_kwargs"] == {"split": "train"}
     assert config["replay_buffer_kwargs"] == "dict(handle_timeout_termination=False)"
     assert config["learning_starts"] == 200 and config["n_envs"] == 2  # -params over the yml's
+
+
+@pytest.mark.expensive
+def test_ppo_lstm_finds_our_yml(tmp_path: Path) -> None:
+    # sb3-contrib's RecurrentPPO over the 20 training contexts, with our yml (rl-zoo3 ships a ppo_lstm.yml without AIB ids)
+    output = _run(
+        ["-m", "rl_zoo3.train", "--algo", "ppo_lstm", "--env", ENV_ID, *TINY, "-n", "32", "-params", "n_envs:2",
+         "n_steps:8", "batch_size:16", "policy_kwargs:dict(lstm_hidden_size=16, net_arch=[16])", "--eval-freq", "-1",
+         "-f", "logs"],
+        tmp_path,
+    )  # fmt: skip
+    assert f"Loading hyperparameters from: {zoo.hyperparams_file('ppo_lstm.yml')}" in output
+    run_dir = tmp_path / "logs" / "ppo_lstm" / f"{ENV_ID}_1"
+    config = _config(run_dir)
+    assert config["vec_env_wrapper"] == "aib.AssignContexts" and config["env_kwargs"] == {"split": "train"}
+    assert config["policy"] == "MlpLstmPolicy" and config["n_epochs"] == _yml("ppo_lstm.yml")[ENV_ID]["n_epochs"]
+    assert config["n_steps"] == 8 and config["n_envs"] == 2  # -params over the yml's
+    from sb3_contrib import RecurrentPPO
+
+    model = RecurrentPPO.load(run_dir / f"{ENV_ID}.zip", device="cpu")
+    assert model.num_timesteps == 32 and model.policy.lstm_actor.hidden_size == 16  # 2 rollouts x 8 vector steps x 2
 
 
 @pytest.mark.expensive

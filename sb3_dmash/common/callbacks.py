@@ -136,6 +136,9 @@ class AIBEvalCallback(BaseCallback):
     :param vec_env_cls: VecEnv class of the evaluation env (``DummyVecEnv`` by default).
     :param callback_after_eval: a callback whose ``on_step`` runs after each evaluation (as in SB3's ``EvalCallback``),
         with this callback as its ``parent``; ``sb3-dmash bench`` checkpoints the run there.
+    :param invert_at: evaluate with the fault protocol: the actions are inverted from this step of each scored episode
+        on (:func:`aib.evaluate`); the records then also hold the returns before and after the fault, the recovery time
+        and the mean reward trace around the fault.
     :param verbose: 1 prints each evaluation's AER.
     """
 
@@ -156,6 +159,7 @@ class AIBEvalCallback(BaseCallback):
         extra_fields: Mapping[str, Any] | None = None,
         vec_env_cls: type | None = None,
         callback_after_eval: BaseCallback | None = None,
+        invert_at: int | None = None,
         verbose: int = 0,
     ) -> None:
         super().__init__(verbose)
@@ -176,6 +180,7 @@ class AIBEvalCallback(BaseCallback):
         self.extra_fields = dict(extra_fields or {})
         self.vec_env_cls = vec_env_cls
         self.callback_after_eval = callback_after_eval
+        self.invert_at = invert_at
         if callback_after_eval is not None:
             callback_after_eval.parent = self
         self.records: list[dict[str, Any]] = []
@@ -187,7 +192,8 @@ class AIBEvalCallback(BaseCallback):
     def _learning_starts(self) -> int:
         if self.learning_starts is not None:
             return int(self.learning_starts)
-        return int(self.model.learning_starts) // self.model.n_envs
+        # on-policy models (RecurrentPPO) have no random phase
+        return int(getattr(self.model, "learning_starts", 0)) // self.model.n_envs
 
     def learning_step(self) -> int:
         """Vector steps since the end of the random phase (negative during it)."""
@@ -243,7 +249,10 @@ class AIBEvalCallback(BaseCallback):
         from aib.evaluation import make_eval_vec_env
 
         if self._vec_env is None:
-            self._vec_env = make_eval_vec_env(self.env_id, self.splits, self.env_kwargs, self.vec_env_cls)
+            env_kwargs = dict(self.env_kwargs or {})
+            if self.invert_at is not None:
+                env_kwargs["invert_at"] = self.invert_at
+            self._vec_env = make_eval_vec_env(self.env_id, self.splits, env_kwargs, self.vec_env_cls)
         return self._vec_env
 
     def evaluate_now(self) -> list[dict[str, Any]]:
@@ -264,6 +273,7 @@ class AIBEvalCallback(BaseCallback):
             env_kwargs=self.env_kwargs,
             vec_env=self._eval_vec_env(),
             progress=self.verbose >= 1,
+            invert_at=self.invert_at,
         )
         step = self.learning_step()
         new = []

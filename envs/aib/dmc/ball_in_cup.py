@@ -35,8 +35,9 @@ class BallInCupEnv(DMCEnv):
     ``info["in_target"]`` says whether the ball is in the cup.
 
     ## Arguments
-    ``render_width``, ``render_height``, ``camera_id`` (see :class:`aib.dmc.common.DMCEnv`) and the context arguments
-    of :class:`aib.core.AIBEnv`.
+    ``render_width``, ``render_height``, ``camera_id`` (see :class:`aib.dmc.common.DMCEnv`) and the context arguments of
+    :class:`aib.core.AIBEnv`. ``distance`` cannot change in the middle of an episode (``context_schedule``): only
+    ``gravity`` can; ``invert_at`` negates the commands and reports ``info["context"]["action_sign"]``.
 
     ## Version History
     v0: the paper's ``dm_control/ball_in_cup-catch-v0`` (gravity x string length).
@@ -50,6 +51,7 @@ class BallInCupEnv(DMCEnv):
     time_limit = 20.0
     control_timestep = 0.02
     _model_keys = ("gravity", "distance")
+    episode_fixed_keys = ("distance",)  # the string length moves the ball's frame: only a reset can change it
 
     def _edit_model(self, root: etree._Element, context: dict[str, float]) -> None:
         distance = context["distance"]

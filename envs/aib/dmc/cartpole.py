@@ -38,8 +38,9 @@ class CartpoleEnv(DMCEnv):
     ``info`` holds ``cart_position`` and ``pole_angle_cosine``.
 
     ## Arguments
-    ``render_width``, ``render_height``, ``camera_id`` (see :class:`aib.dmc.common.DMCEnv`) and the context arguments
-    of :class:`aib.core.AIBEnv`.
+    ``render_width``, ``render_height``, ``camera_id`` (see :class:`aib.dmc.common.DMCEnv`) and the context arguments of
+    :class:`aib.core.AIBEnv`. ``length`` cannot change in the middle of an episode (``context_schedule``): only
+    ``action_factor`` can.
 
     ## Version History
     v0: the paper's ``dm_control/cartpole-balance-v0`` (pole length x action_factor).
@@ -52,6 +53,7 @@ class CartpoleEnv(DMCEnv):
     action_dim = 1
     time_limit = 10.0
     _model_keys = ("length",)
+    episode_fixed_keys = ("length",)  # a morphology change: only a reset can change it
 
     def _edit_model(self, root: etree._Element, context: dict[str, float]) -> None:
         length = context["length"]

@@ -41,8 +41,9 @@ class CheetahEnv(DMCEnv):
     (truncated at step 1000). ``info["speed"]`` holds the torso subtree's forward speed.
 
     ## Arguments
-    ``render_width``, ``render_height``, ``camera_id`` (see :class:`aib.dmc.common.DMCEnv`) and the context arguments
-    of :class:`aib.core.AIBEnv`.
+    ``render_width``, ``render_height``, ``camera_id`` (see :class:`aib.dmc.common.DMCEnv`) and the context arguments of
+    :class:`aib.core.AIBEnv`. ``length`` cannot change in the middle of an episode (``context_schedule``): only
+    ``action_factor`` can.
 
     ## Version History
     v0: the paper's ``dm_control/cheetah-run_morph-v0`` (leg length scale x action_factor).
@@ -55,6 +56,7 @@ class CheetahEnv(DMCEnv):
     action_dim = 6
     time_limit = 10.0
     _model_keys = ("length",)
+    episode_fixed_keys = ("length",)  # a morphology change: only a reset can change it
 
     def _edit_model(self, root: etree._Element, context: dict[str, float]) -> None:
         scale = context["length"]

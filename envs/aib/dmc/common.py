@@ -14,6 +14,11 @@ before ``physics.set_control``.
 Compiling a suite model takes about 0.1 s, so the compiled environments are cached per instance, keyed by the values
 of the context keys that change the model (``_model_keys``); a sub-env that keeps its context compiles once.
 Every instance owns its physics (the tasks write into the model, e.g. the reacher's target).
+
+In the middle of an episode (``invert_at``, ``context_schedule``) ``action_factor`` and ``swap`` only change the
+task's action transform. A model key outside ``episode_fixed_keys`` (gravity, actuator strength) switches to the
+compiled environment of the new context and copies the whole integration state (``mj_getState``: time, qpos, qvel,
+act, ctrl, warmstart...) and the step count into it, so the motion goes on where it was.
 """
 
 from __future__ import annotations
@@ -26,6 +31,7 @@ from collections.abc import Iterator
 from types import ModuleType
 from typing import Any, ClassVar
 
+import mujoco
 import numpy as np
 from dm_control.rl import control
 from dm_control.suite import base
@@ -185,23 +191,45 @@ class DMCEnv(AIBEnv):
     def _cache_key(self, context: dict[str, float]) -> tuple[float, ...]:
         return tuple(float(context[k]) for k in self._model_keys)
 
-    def _apply_context(self, context: dict[str, float]) -> None:
+    def _lookup(self, context: dict[str, float]) -> control.Environment:
+        """The compiled environment of ``context`` (built on a cache miss; nothing is evicted here)."""
         key = self._cache_key(context)
         dm_env = self._cache.get(key)
         if dm_env is None:
             dm_env = self._build(context)
             self._cache[key] = dm_env
-            while len(self._cache) > self.cache_size:
-                _, old = self._cache.popitem(last=False)
-                old.physics.free()
         else:
             self._cache.move_to_end(key)
+        return dm_env
+
+    def _evict(self) -> None:
+        """Free the least recently used compiled environments beyond ``cache_size``."""
+        while len(self._cache) > self.cache_size:
+            _, old = self._cache.popitem(last=False)
+            old.physics.free()
+
+    def _use(self, dm_env: control.Environment, context: dict[str, float]) -> None:
+        """Make ``dm_env`` the current environment, with the action transform of ``context``."""
         self._dm_env = dm_env
         self._action_factor = float(context.get("action_factor", 1.0))
         self._swap = context.get("swap", 0.0) == 1.0
-        task = dm_env.task
-        task.action_factor, task.swap = self._action_factor, self._swap
+        dm_env.task.action_factor, dm_env.task.swap = self._action_factor, self._swap
+
+    def _apply_context(self, context: dict[str, float]) -> None:
+        self._use(self._lookup(context), context)
+        self._evict()
         self._needs_reset = True
+
+    def _change_context(self, context: dict[str, float]) -> None:
+        old = self._dm_env
+        if old is None:  # closed: step() asks for a reset anyway
+            self._apply_context(context)
+            return
+        new = self._lookup(context)
+        if new is not old:
+            _transfer_state(old, new)
+        self._use(new, context)
+        self._evict()
 
     # ------------------------------------------------------------------ AIBEnv hooks
     def _build_spaces(self) -> tuple[spaces.Box, spaces.Box]:
@@ -269,3 +297,17 @@ class DMCEnv(AIBEnv):
         self._dm_env = None
         self._needs_reset = True
         super().close()
+
+
+def _transfer_state(source: control.Environment, target: control.Environment) -> None:
+    """Continue ``source``'s episode in ``target`` (same model structure, other parameters such as gravity or gears)."""
+    src, dst = source.physics, target.physics
+    spec = mujoco.mjtState.mjSTATE_INTEGRATION
+    state = np.empty(mujoco.mj_stateSize(src.model.ptr, spec), dtype=np.float64)
+    mujoco.mj_getState(src.model.ptr, src.data.ptr, state, spec)
+    mujoco.mj_setState(dst.model.ptr, dst.data.ptr, state, spec)
+    # dm_control's legacy step starts with mj_step2: the derived quantities must be those of the new model.
+    dst.forward()
+    # control.Environment keeps the episode's step count (its time limit) and the task its random stream.
+    target._step_count, target._reset_next_step = source._step_count, source._reset_next_step
+    target.task.random.set_state(source.task.random.get_state())

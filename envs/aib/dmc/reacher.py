@@ -44,8 +44,9 @@ class ReacherEasyEnv(DMCEnv):
     steps, never terminates (truncated at step 1000). ``info["distance"]`` holds the fingertip-target distance.
 
     ## Arguments
-    ``render_width``, ``render_height``, ``camera_id`` (see :class:`aib.dmc.common.DMCEnv`) and the context arguments
-    of :class:`aib.core.AIBEnv`.
+    ``render_width``, ``render_height``, ``camera_id`` (see :class:`aib.dmc.common.DMCEnv`) and the context arguments of
+    :class:`aib.core.AIBEnv`. ``length`` cannot change in the middle of an episode (``context_schedule``): only
+    ``action_factor`` (``swap`` in Reacher(H)-Perm) can.
 
     ## Version History
     v0: the paper's ``dm_control/reacher-easy_morph-v0`` and ``reacher-hard_morph-v0`` (length scale x action_factor);
@@ -59,6 +60,7 @@ class ReacherEasyEnv(DMCEnv):
     action_dim = 2
     time_limit = 20.0
     _model_keys = ("length",)
+    episode_fixed_keys = ("length",)  # a morphology change: only a reset can change it
     target_size: ClassVar[float] = EASY_TARGET_SIZE
 
     def _edit_model(self, root: etree._Element, context: dict[str, float]) -> None:
