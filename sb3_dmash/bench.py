@@ -1,6 +1,7 @@
 """``sb3-dmash bench``: a resumable grid of AIB environments x methods x seeds, run locally or on Ray.
 
-Every run trains one model (``DMASHSAC(method=...)``, or SB3's plain ``SAC`` for ``method="sac"``) on the 20
+Every run trains one model (``DMASHSAC(method=...)``, SB3's plain ``SAC`` for ``method="sac"``, sb3-contrib's
+``RecurrentPPO`` for ``method="recurrent_ppo"``) on the 20
 training contexts of one environment (sub-env ``i`` runs context ``i``), evaluates it with the AIB protocol
 (:class:`~sb3_dmash.common.callbacks.AIBEvalCallback`) every ``eval_every`` vector steps and at the end, and returns
 one record per split and evaluation step. Budgets are in **vector steps** (one ``step`` of all sub-envs).
@@ -8,20 +9,25 @@ one record per split and evaluation step. Budgets are in **vector steps** (one `
 Layout of the output folder::
 
     <out>/grid.json            the grid (run specs) and the metadata of the last invocation (command, versions, commit)
-    <out>/runs/<run_id>.json   one finished run: {"status": "ok", "spec", "meta", "records", "duration_s"}
+    <out>/runs/<run_id>.json   one finished run: {"status": "ok" | "diverged", "spec", "meta", "records", "duration_s"}
     <out>/runs/<run_id>.error.json   a crashed run: {"status": "error", "spec", "meta", "traceback"}
-    <out>/results.csv          the tidy table of every finished run of the grid (per_context as a JSON list)
+    <out>/results.csv          the tidy table of every run of the folder that finished "ok" (per_context as JSON)
     <out>/results.jsonl        the same rows as JSON lines
+    <out>/checkpoints/<run_id>/  the newest in-run snapshot of a run in progress (removed once the run is stored)
     <out>/models/<run_id>.zip  the trained model (only with ``save_models=True`` / ``--save-models``)
+    <out>/.lock                held by the driver using the folder
 
-**Resume rule.** A run is finished when ``runs/<run_id>.json`` exists with status ``"ok"`` and the spec it stores
-equals the run's spec; a finished run is never redone. The run id is built from the env, method and seed plus a hash
-of the whole spec (budget, network sizes, eval settings...), so changing any setting makes new runs instead of reusing
-old ones. Each file is written atomically (a temporary file in the same folder, ``fsync``, then ``os.replace``), so
-killing the process at any moment leaves either the finished file or nothing: a restart redoes only the unfinished
-runs, and, the seeds being fixed, produces the same numbers. A crashed run writes ``<run_id>.error.json`` with its
-traceback, is listed in the summary and makes the command exit non-zero; it is retried by the next invocation
-(``retry_failed=False`` keeps it failed). The tables are rebuilt from the run files after every finished run.
+**Resume rule.** A run is finished when ``runs/<run_id>.json`` exists with status ``"ok"`` or ``"diverged"`` and the
+spec it stores equals the run's spec; a finished run is never redone. The run id is built from the env, method and
+seed plus a hash of the whole spec (budget, network sizes, eval settings...), so changing any setting makes new runs
+instead of reusing old ones. Each file is written atomically (a temporary file in the same folder, ``fsync``, then
+``os.replace``), so killing the process at any moment leaves either the finished file or nothing. An unfinished run
+continues from its last in-run checkpoint (:class:`~sb3_dmash.run_checkpoint.RunCheckpoint`, written after every
+evaluation) and produces the numbers of an uninterrupted run. A run whose losses, parameters or actions become
+non-finite is stored as ``"diverged"`` with its reason and kept out of the tables. A crashed run writes
+``<run_id>.error.json`` with its traceback, is listed in the summary and makes the command exit non-zero; it is retried
+by the next invocation (``retry_failed=False`` keeps it failed). The tables are rebuilt from the run files after every
+finished run.
 """
 
 from __future__ import annotations
@@ -129,7 +135,7 @@ class RunSpec:
 
     :param env_id: the AIB id.
     :param env_kwargs: env kwargs (``{"k": 5}`` for ODE-k); ``context_aware`` is added for Concat/DA.
-    :param method: a ``DMASHSAC`` method or ``"sac"``.
+    :param method: a ``DMASHSAC`` method, ``"sac"`` or ``"recurrent_ppo"``.
     :param seed: the run seed (model, training envs; evaluation seed ``1_000_000 + seed``).
     :param budget: learning vector steps after the random phase.
     :param learning_starts: vector steps of uniform random actions first.
@@ -1122,7 +1128,7 @@ def run_grid(
 
     :param envs: AIB ids (``"AIB-ODE-v0:k=5"`` for env kwargs).
     :param methods: ``DMASHSAC`` methods (``dmash``, ``dma_star``, ``dma``, ``dma_pearl``, ``concat``,
-        ``decision_adapter``, ``dr``) or ``"sac"`` (SB3's SAC).
+        ``decision_adapter``, ``dr``), ``"sac"`` (SB3's SAC) or ``"recurrent_ppo"`` (sb3-contrib's RecurrentPPO).
     :param seeds: run seeds.
     :param out: output folder (created; reused to resume).
     :param budget: learning vector steps (``None``/``"paper"``: each env's paper budget).
