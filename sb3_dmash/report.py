@@ -543,10 +543,18 @@ def fault_table(frame: Any, reps: int = 10_000, seed: int = 0) -> Any:
     return pd.DataFrame(rows)
 
 
+def _fault_ci(r: Any, name: str) -> str:
+    """A fault-table cell: the mean with its CI, or the bare value of a single seed (a one-seed CI is a point)."""
+    point = getattr(r, name)
+    if r.n_seeds < 2:
+        return f"{point:.1f}"
+    return _ci(point, getattr(r, f"{name}_ci_low"), getattr(r, f"{name}_ci_high"), 1)
+
+
 def _recovery_text(r: Any) -> str:
     if not np.isfinite(r.recovery):
         return "none: no reward before the fault"
-    return f"{_ci(r.recovery, r.recovery_ci_low, r.recovery_ci_high, 1)} steps, {100 * r.censored:.0f} % censored"
+    return f"{_fault_ci(r, 'recovery')} steps, {100 * r.censored:.0f} % censored"
 
 
 def format_faults(faults: Any) -> str:
@@ -555,7 +563,7 @@ def format_faults(faults: Any) -> str:
     for r in faults.itertuples():
         lines.append(
             f"  {r.env_name:<12} {SPLIT_NAMES.get(r.split, r.split):<9} {r.method_name:<13} n={r.n_seeds}  "
-            f"after the fault {_ci(r.after, r.after_ci_low, r.after_ci_high, 1)}  "
+            f"after the fault {_fault_ci(r, 'after')}  "
             f"recovery {_recovery_text(r)}"
         )
     return "\n".join(lines)
@@ -604,9 +612,9 @@ def _fault_markdown(faults: Any) -> list[str]:
             SPLIT_NAMES.get(r.split, r.split),
             r.method_name,
             r.n_seeds,
-            _ci(r.before, r.before_ci_low, r.before_ci_high, 1),
-            _ci(r.after, r.after_ci_low, r.after_ci_high, 1),
-            _ci(r.recovery, r.recovery_ci_low, r.recovery_ci_high, 1) if np.isfinite(r.recovery) else "none",
+            _fault_ci(r, "before"),
+            _fault_ci(r, "after"),
+            _fault_ci(r, "recovery") if np.isfinite(r.recovery) else "none",
             f"{100 * r.censored:.0f} %" if np.isfinite(r.censored) else "-",
             f"{100 * r.no_recovery_time:.0f} %",
         ]
@@ -616,7 +624,8 @@ def _fault_markdown(faults: Any) -> list[str]:
     return [
         f"## Faults: actions inverted from step {invert_at} of each scored episode",
         "",
-        "Means over seeds of each run's last evaluation, 95 % bootstrap CIs. Recovery time: steps from the fault until "
+        "Means over seeds of each run's last evaluation, 95 % bootstrap CIs (none for a single seed). Recovery time: "
+        "steps from the fault until "
         "the reward averaged over K steps is back to 90 % of its level in the K steps before the fault (per episode; the "
         "run's median; censored episodes count at their censoring time). 'No pre-fault reward': episodes without reward "
         "before the fault, which have no recovery time.",
