@@ -486,16 +486,24 @@ def plot_learning_curves(frame: Any, out: Path) -> list[Path]:
                 label = rows["method_name"].iloc[0]
                 ax.plot(curve.index, curve["mean"], marker="o", markersize=3, label=label)
                 ax.fill_between(curve.index, curve["mean"] - half, curve["mean"] + half, alpha=0.2)
-            ax.set_title(f"{env_rows['env_name'].iloc[0]} - {SPLIT_NAMES.get(split, split)}")
-            ax.set_xlabel("learning vector steps")
-            ax.set_ylabel("AER")
-            ax.grid(alpha=0.3)
-        axes[0].legend(fontsize="small")
-        fig.tight_layout()
-        path = out / f"curves_{_slug(env)}.png"
-        fig.savefig(path)
-        paths.append(path)
+            title = f"{env_rows['env_name'].iloc[0]} - {SPLIT_NAMES.get(split, split)}"
+            _label_panel(ax, title, "learning vector steps", "AER")
+        paths.append(_save_panels(fig, axes, out / f"curves_{_slug(env)}.png"))
     return paths
+
+
+def _label_panel(ax: Any, title: str, xlabel: str, ylabel: str) -> None:
+    ax.set_title(title)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.grid(alpha=0.3)
+
+
+def _save_panels(fig: Any, axes: Any, path: Path) -> Path:
+    axes[0].legend(fontsize="small")
+    fig.tight_layout()
+    fig.savefig(path)
+    return path
 
 
 # ---------------------------------------------------------------------------------------------------------- faults
@@ -591,15 +599,9 @@ def plot_fault_traces(frame: Any, out: Path) -> list[Path]:
                 ax.plot(x, mean, label=f"{rows['method_name'].iloc[0]} ({len(traces)} seed{'s' * (len(traces) > 1)})")
                 ax.fill_between(x, mean - half, mean + half, alpha=0.2)
             ax.axvline(0, color="k", linewidth=0.8, linestyle="--")
-            ax.set_title(f"{env_rows['env_name'].iloc[0]} - {SPLIT_NAMES.get(split, split)}")
-            ax.set_xlabel("steps since the fault (actions inverted from 0)")
-            ax.set_ylabel("mean reward per step")
-            ax.grid(alpha=0.3)
-        axes[0].legend(fontsize="small")
-        fig.tight_layout()
-        path = out / f"fault_{_slug(env)}.png"
-        fig.savefig(path)
-        paths.append(path)
+            title = f"{env_rows['env_name'].iloc[0]} - {SPLIT_NAMES.get(split, split)}"
+            _label_panel(ax, title, "steps since the fault (actions inverted from 0)", "mean reward per step")
+        paths.append(_save_panels(fig, axes, out / f"fault_{_slug(env)}.png"))
     return paths
 
 

@@ -241,27 +241,22 @@ def test_save_models_writes_the_trained_model(tmp_path):
     assert not model_file.exists()
 
 
-def test_in_run_checkpoint_resumes_exactly(tmp_path, monkeypatch):
-    """A run killed right after its second in-run checkpoint resumes from it: same evaluations, same final weights."""
+def kill_after_second_checkpoint_and_resume(spec, tmp_path, monkeypatch, check_state=None):
+    """Train ``spec`` uninterrupted, then again killed right after its second in-run checkpoint and resumed from it;
+    assert the same evaluations and the same final weights. ``check_state(model)`` runs at the kill."""
     import torch as th
 
-    from sb3_dmash import DMASHSAC
     from sb3_dmash.run_checkpoint import RunCheckpoint
 
-    # DI episodes last 100 steps: the resume point (learning step 60) is mid-episode, and a warm-up and an episode end
-    # follow it before the end of the run
-    spec = bench.RunSpec(
-        env_id="AIB-DI-v0", method="dmash", seed=0, budget=180, learning_starts=100, eval_every=60, eval_episodes=1,
-        splits=("eval_out",), policy_kwargs=GRID["policy_kwargs"], hyperparams=GRID["hyperparams"],
-    )  # fmt: skip
     reference, _ = bench.train_and_evaluate(spec, str(tmp_path / "reference.zip"), str(tmp_path / "ckpt_reference"))
-
     save, saves = RunCheckpoint.save, []
 
     def save_then_die(self, model, extra=None):
         path = save(self, model, extra)
         saves.append(model.num_timesteps)
         if len(saves) == 2:
+            if check_state is not None:
+                check_state(model)
             raise KeyboardInterrupt("killed")  # everything in memory is lost; only the files remain
         return path
 
@@ -274,10 +269,22 @@ def test_in_run_checkpoint_resumes_exactly(tmp_path, monkeypatch):
 
     assert [r["step"] for r in resumed] == [0, 60, 120, 180]
     assert resumed == reference
-    a, b = (DMASHSAC.load(tmp_path / name, device="cpu") for name in ("reference.zip", "resumed.zip"))
-    assert a.num_timesteps == b.num_timesteps and a._n_updates == b._n_updates
+    algorithm = bench._algorithm_class(spec)
+    a, b = (algorithm.load(tmp_path / name, device="cpu") for name in ("reference.zip", "resumed.zip"))
+    assert a.num_timesteps == b.num_timesteps == 280 * 20 and a._n_updates == b._n_updates
     for (name, x), y in zip(a.policy.state_dict().items(), b.policy.state_dict().values(), strict=True):
         assert th.equal(x, y), name
+
+
+def test_in_run_checkpoint_resumes_exactly(tmp_path, monkeypatch):
+    """A run killed right after its second in-run checkpoint resumes from it: same evaluations, same final weights."""
+    # DI episodes last 100 steps: the resume point (learning step 60) is mid-episode, and a warm-up and an episode end
+    # follow it before the end of the run
+    spec = bench.RunSpec(
+        env_id="AIB-DI-v0", method="dmash", seed=0, budget=180, learning_starts=100, eval_every=60, eval_episodes=1,
+        splits=("eval_out",), policy_kwargs=GRID["policy_kwargs"], hyperparams=GRID["hyperparams"],
+    )  # fmt: skip
+    kill_after_second_checkpoint_and_resume(spec, tmp_path, monkeypatch)
 
 
 def test_checkpoints_are_removed_once_the_run_is_stored(tmp_path):
@@ -461,42 +468,17 @@ def test_recurrent_ppo_lstm_state_is_carried_through_the_warmup():
 
 def test_recurrent_ppo_in_run_checkpoint_resumes_exactly(tmp_path, monkeypatch):
     """As test_in_run_checkpoint_resumes_exactly, for RecurrentPPO: its LSTM states are part of the snapshot."""
-    import torch as th
-    from sb3_contrib import RecurrentPPO
-
-    from sb3_dmash.run_checkpoint import RunCheckpoint
-
     # updates every 20 vector steps; the resume point (learning step 60, vector step 160) is mid-episode for DI
     spec = bench.RunSpec(
         env_id="AIB-DI-v0", method="recurrent_ppo", seed=0, budget=180, learning_starts=100, eval_every=60,
         eval_episodes=1, splits=("eval_out",), policy_kwargs={"net_arch": [16]},
         hyperparams={"n_steps": 20, "batch_size": 200},
     )  # fmt: skip
-    reference, _ = bench.train_and_evaluate(spec, str(tmp_path / "reference.zip"), str(tmp_path / "ckpt_reference"))
 
-    save, saves = RunCheckpoint.save, []
+    def lstm_state_is_set(model):  # a state worth keeping
+        assert all(x.abs().max() > 0 for pair in model._last_lstm_states for x in pair)
 
-    def save_then_die(self, model, extra=None):
-        path = save(self, model, extra)
-        saves.append(model.num_timesteps)
-        if len(saves) == 2:
-            assert all(x.abs().max() > 0 for pair in model._last_lstm_states for x in pair)  # a state worth keeping
-            raise KeyboardInterrupt("killed")
-        return path
-
-    monkeypatch.setattr(RunCheckpoint, "save", save_then_die)
-    with pytest.raises(KeyboardInterrupt):
-        bench.train_and_evaluate(spec, str(tmp_path / "resumed.zip"), str(tmp_path / "ckpt"))
-    assert saves == [100 * 20, 160 * 20] and RunCheckpoint(tmp_path / "ckpt").exists()
-    monkeypatch.setattr(RunCheckpoint, "save", save)
-    resumed, _ = bench.train_and_evaluate(spec, str(tmp_path / "resumed.zip"), str(tmp_path / "ckpt"))
-
-    assert [r["step"] for r in resumed] == [0, 60, 120, 180]
-    assert resumed == reference
-    a, b = (RecurrentPPO.load(tmp_path / name, device="cpu") for name in ("reference.zip", "resumed.zip"))
-    assert a.num_timesteps == b.num_timesteps == 280 * 20 and a._n_updates == b._n_updates
-    for (name, x), y in zip(a.policy.state_dict().items(), b.policy.state_dict().values(), strict=True):
-        assert th.equal(x, y), name
+    kill_after_second_checkpoint_and_resume(spec, tmp_path, monkeypatch, lstm_state_is_set)
 
 
 def test_fault_protocol_in_bench_faults_and_report(tmp_path, capsys):
