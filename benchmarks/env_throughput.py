@@ -1,6 +1,6 @@
 """Single-env throughput of every AIB environment (steps per second), as a markdown table.
 
-Method (integration.md §14.1): one env built with ``gym.make`` (so gymnasium's ``TimeLimit``, ``OrderEnforcing`` and
+Method: one env built with ``gym.make`` (so gymnasium's ``TimeLimit``, ``OrderEnforcing`` and
 passive checker wrappers are included), uniform random actions sampled before the clock starts, ``--steps`` steps
 timed with ``time.perf_counter``, resets at the end of each episode included, median of ``--repeats`` runs. Each env
 runs one fixed context (instance 0 of the train split), as a sub-env of ``aib.make_vec_env`` does; building the

@@ -1,4 +1,4 @@
-"""Offline diagnostics of the inferred context z (never run inside training; ``dmash.md`` §16).
+"""Offline diagnostics of the inferred context z (never run inside training; ``docs/protocol.md`` §4).
 
 :func:`collect_embeddings` rolls a trained model out on one split of an AIB environment (or on the six
 ``handcrafted_train`` contexts of DI), carrying the context window as

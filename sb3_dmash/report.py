@@ -1,4 +1,4 @@
-"""``sb3-dmash report``: the paper's tables and figures from a results table (``aib.md`` §7).
+"""``sb3-dmash report``: the paper's tables and figures from a results table (``docs/protocol.md`` §3).
 
 1. **Per-run score** = the best of the last two evaluations: per (env, method, seed, split), the maximum AER over the
    two largest evaluation steps of that run (§7.1).

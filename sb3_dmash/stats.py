@@ -1,4 +1,4 @@
-"""Aggregate statistics of the AIB report in plain numpy (``aib.md`` §7.3; rliable's definitions).
+"""Aggregate statistics of the AIB report in plain numpy (``docs/protocol.md`` §3; rliable's definitions).
 
 * :func:`iqm`: the interquartile mean of all scores pooled (25 % trimmed from each end), exactly
   ``scipy.stats.trim_mean(x, 0.25, axis=None)`` (rliable's ``aggregate_iqm``).

@@ -42,7 +42,7 @@ ALGO = "dmash_sac"
 _CONFIG_FILES = {"dmash_sac": "dmash_sac.yml", "sac": "sac.yml", "ppo_lstm": "ppo_lstm.yml"}
 AIB_PREFIX = "AIB-"
 
-# Optuna search space (integration.md §9.3)
+# Optuna search space (docs/zoo.md)
 NET_ARCH = {"small": [64, 64], "medium": [256, 256], "big": [400, 300]}
 HISTORY_LENS = (16, 24, 64, 128)
 CONTEXT_DIMS = (4, 8, 16)

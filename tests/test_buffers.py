@@ -1,4 +1,4 @@
-"""HistoryReplayBuffer: window, episode-boundary, context, warm-up and wrap-around invariants (integration.md §5).
+"""HistoryReplayBuffer: window, episode-boundary, context, warm-up and wrap-around invariants (docs/algorithm.md, Replay).
 
 A simulator drives the buffer with sub-envs whose episodes have random lengths and end at different steps, context
 changes at episode starts, synchronised episode ends followed by warm-up (context-only) rows, and a small buffer that
@@ -167,7 +167,7 @@ def make_buffer(n_envs: int, capacity: int, history_len: int, **kwargs) -> Histo
 
 
 def check_samples(sim: Simulator, buffer: HistoryReplayBuffer, samples: HistoryReplayBufferSamples, across: bool) -> int:
-    """Assert every invariant of integration.md §5 on one batch; returns the number of valid history entries."""
+    """Assert every invariant of the history buffer on one batch; returns the number of valid history entries."""
     history, mask = samples.history.numpy(), samples.history_mask.numpy()
     obs, actions, next_obs = samples.observations.numpy(), samples.actions.numpy(), samples.next_observations.numpy()
     n_samples, n_entries = mask.shape

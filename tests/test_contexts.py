@@ -1,6 +1,6 @@
-"""Context variables, validation and the named splits of AIB (aib.md §5 and Appendix A).
+"""Context variables, validation and the named splits of AIB (docs/benchmark.md).
 
-The split tables below are transcribed from aib.md Appendix A (values in sub-env order 0..19). They are written out
+The split tables below are transcribed from the paper (values in sub-env order 0..19). They are written out
 here, not recomputed, so that any change of the split construction shows up as a test failure.
 """
 
@@ -17,9 +17,9 @@ import aib
 from aib.contexts import context_variables
 
 # ---------------------------------------------------------------------------------------------------------------------
-# aib.md Appendix A
+# the paper's split tables
 # ---------------------------------------------------------------------------------------------------------------------
-# The binary column is the same in every split of every continuous x binary env (aib.md §5.7): 11 inverted, 9 nominal.
+# The binary column is the same in every split of every continuous x binary env (docs/benchmark.md): 11 inverted, 9 nominal.
 ACTION_FACTOR = [-1, 1, -1, 1, -1, -1, 1, -1, 1, -1, -1, 1, -1, 1, -1, -1, 1, -1, 1, 1]
 # DI-Perm / ReacherHardPerm (DESIGN CHOICE): 0 wherever action_factor is -1, 1 wherever it is +1.
 SWAP = [0, 1, 0, 1, 0, 0, 1, 0, 1, 0, 0, 1, 0, 1, 0, 0, 1, 0, 1, 1]
@@ -142,7 +142,7 @@ APPENDIX_A = {
     "AIB-HopperGym-v0": (("gravity", "actuator_strength"), TABLE_WALKER),
 }
 
-# aib.md §5.3
+# the grid construction (docs/benchmark.md)
 PICKS_2500 = [0, 131, 263, 394, 526, 657, 789, 920, 1052, 1183, 1315, 1446, 1578, 1709, 1841, 1972, 2104, 2235, 2367, 2499]
 PICKS_100 = [0, 5, 10, 15, 20, 26, 31, 36, 41, 46, 52, 57, 62, 67, 72, 78, 83, 88, 93, 99]
 
@@ -178,13 +178,13 @@ def test_ode_k2_is_ode(split: str) -> None:
 
 
 def test_binary_pattern_counts() -> None:
-    # 11 inverted / 9 nominal; 11 unswapped / 9 swapped (aib.md §3.3, §5.7)
+    # 11 inverted / 9 nominal; 11 unswapped / 9 swapped (docs/benchmark.md)
     assert ACTION_FACTOR.count(-1) == 11 and ACTION_FACTOR.count(1) == 9
     assert SWAP.count(0) == 11 and SWAP.count(1) == 9
 
 
 def test_di_eval_out_three_decimals() -> None:
-    # aib.md §5.7: the DI eval-out masses rounded to 3 decimals
+    # the DI eval-out masses rounded to 3 decimals
     masses = [round(c["mass"], 3) for c in aib.get_contexts("AIB-DI-v0", "eval_out")]
     assert masses == [0.1, 0.133, 0.181, 0.214, 0.263, 0.311, 0.344, 0.393, 0.425, 0.474,
                       1.53, 1.571, 1.633, 1.673, 1.735, 1.796, 1.837, 1.898, 1.939, 2.0]  # fmt: skip
@@ -202,7 +202,7 @@ def _mesh(env_id: str, split: str, k: int = 2) -> list[tuple[float, ...]]:
 @pytest.mark.parametrize("split", SPLITS)
 @pytest.mark.parametrize("env_id", list(APPENDIX_A))
 def test_pick_indices(env_id: str, split: str) -> None:
-    """Instance i is mesh[PICKS[i]] of the sorted Cartesian product (aib.md §5.3)."""
+    """Instance i is mesh[PICKS[i]] of the sorted Cartesian product (docs/benchmark.md)."""
     variables = context_variables(env_id)
     mesh = _mesh(env_id, split)
     binary = any(var.is_binary for var in variables)
@@ -238,10 +238,10 @@ def test_ode_k1_single_variable() -> None:
 
 
 # ---------------------------------------------------------------------------------------------------------------------
-# ODE-k, k > 2: random construction (aib.md §5.4)
+# ODE-k, k > 2: random construction (docs/benchmark.md)
 # ---------------------------------------------------------------------------------------------------------------------
 def _reference_random_splits(k: int, seed: int) -> dict[str, list[tuple[float, ...]]]:
-    """aib.md §5.4 written out: one legacy RandomState stream, train then eval_in then eval_out."""
+    """The random split construction written out: one legacy RandomState stream, train then eval_in then eval_out."""
     variables = context_variables("AIB-ODE-v0", k)
     rng = np.random.RandomState(seed)
     out = {}

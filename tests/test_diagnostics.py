@@ -1,4 +1,4 @@
-"""Embedding diagnostics (``dmash.md`` §16): Kraskov k-NN mutual information against known values, variability,
+"""Embedding diagnostics: Kraskov k-NN mutual information against known values, variability,
 representation overlap, the cosine matrix and its plot, and ``diagnose`` from Python and the CLI.
 """
 

@@ -1,5 +1,5 @@
-"""Generic tests of every AIB environment: gymnasium / SB3 API, episode length, context API (aib.md §4), inversion,
-the ``ActuatorInversion`` wrapper, the VecEnv helpers and the metadata (aib.md §2, §8).
+"""Generic tests of every AIB environment: gymnasium / SB3 API, episode length, context API, inversion,
+the ``ActuatorInversion`` wrapper, the VecEnv helpers and the metadata (docs/benchmark.md).
 
 Every test that is parametrised over ``aib.list_envs()`` runs on every id (the 1000-step dm_control and MuJoCo episodes
 take about a second each); the expensive extras (SubprocVecEnv, long random-draw statistics) use the cheap DI ids.
@@ -24,7 +24,7 @@ import aib
 
 ENV_IDS = aib.list_envs()
 
-# aib.md §2: (obs dim, act dim)
+# (obs dim, act dim)
 DIMS = {
     "AIB-DI-v0": (4, 2),
     "AIB-DIFriction-v0": (4, 2),
@@ -41,7 +41,7 @@ DIMS = {
     "AIB-HopperGym-v0": (11, 3),
 }
 
-# aib.md §2 / §8: (paper name, class, budget in vector steps, K, T, normalisation bounds, optional extra, in v1)
+# (paper name, class, budget in vector steps, K, T, normalisation bounds, optional extra, in v1)
 META = {
     "AIB-DI-v0": ("DI", "non-overlap", 100_000, 24, 100, (0, 100), None, True),
     "AIB-DIFriction-v0": ("DI-Friction", "overlap", 100_000, 24, 100, (0, 100), None, True),
@@ -312,7 +312,7 @@ def test_split_random(env_id: str) -> None:
 
     first = draw(3)
     assert len(set(first)) > 1
-    # Context values never come from the env's own RNG (aib.md §3): the random draw leaves the initial state
+    # Context values never come from the env's own RNG: the random draw leaves the initial state
     # identical to that of a fixed-context env reset with the same seed.
     obs_drawn, info = env.reset(seed=3)
     assert info["context_id"] == first[0]
@@ -736,7 +736,7 @@ def test_list_envs_and_suites() -> None:
     assert (ode_k.budget, ode_k.history_len, ode_k.max_episode_steps) == (100_000, 24, 200)
     assert aib.list_envs("AIB-v2") == [*ENV_IDS, "AIB-ODE-v0"]
     overlap = {i.name for i in aib.SUITES["AIB-v1"] if i.env_class == "overlap"}
-    assert overlap == {"DI-Friction", "BallInCup", "Walker", "WalkerGym", "HopperGym"}  # aib.md §8
+    assert overlap == {"DI-Friction", "BallInCup", "Walker", "WalkerGym", "HopperGym"}
     with pytest.raises(ValueError, match=r"suite='AIB-v3' is unknown; expected one of \['AIB-v1', 'AIB-v2'\]"):
         aib.list_envs("AIB-v3")
 

@@ -1,4 +1,4 @@
-"""``aib.evaluate`` (the AIB protocol, ``aib.md`` §6) and ``AIBEvalCallback``.
+"""``aib.evaluate`` (the AIB protocol, ``docs/protocol.md`` §1) and ``AIBEvalCallback``.
 
 Checked: the warm-up runs in the same contexts as the scored episode; DMASHSAC's window holds the K warm-up transitions
 when the scored episode starts; actions are deterministic; per-context returns and AER per split match an independent

@@ -1,4 +1,4 @@
-"""The startup hook (``_sb3_dmash_hook`` + ``sb3_dmash_hook.pth`` / ``.start``; integration.md §10-11).
+"""The startup hook (``_sb3_dmash_hook`` + ``sb3_dmash_hook.pth`` / ``.start``).
 
 Every behavioural test runs in a fresh interpreter (``sys.executable``), because the hook acts at interpreter start.
 """
@@ -62,7 +62,7 @@ def test_pth_and_start_files() -> None:
     # the module calls install() when imported (what the .pth relies on)
     source = (ROOT / "_sb3_dmash_hook.py").read_text()
     assert "\n    install()\n" in source or "\ninstall()\n" in source
-    # the .pth stem sorts after the build backends' editable .pth files (integration.md §11)
+    # the .pth stem sorts after the build backends' editable .pth files
     for editable in ("__editable__.sb3_dmash-0.1.0.pth", "_editable_impl_sb3_dmash.pth"):
         assert sorted(["sb3_dmash_hook.pth", editable])[-1] == "sb3_dmash_hook.pth"
 

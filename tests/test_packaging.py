@@ -1,4 +1,4 @@
-"""Packaging (integration.md §11-12): the hatchling wheel, installed into a new virtual environment, works there.
+"""Packaging: the hatchling wheel, installed into a new virtual environment, works there.
 
 The new environment is made with ``python -m venv --without-pip``; the wheel goes in with this environment's pip
 (``pip --python``, ``--no-deps --no-index``: offline). The dependencies (torch, SB3, rl-zoo3...) are then made visible

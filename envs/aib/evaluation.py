@@ -1,4 +1,4 @@
-"""The AIB evaluation protocol for any SB3 model: per-context returns and the AER of each split (``aib.md`` §6-7).
+"""The AIB evaluation protocol for any SB3 model: per-context returns and the AER of each split (``docs/protocol.md`` §1).
 
 All evaluated splits run in one VecEnv of ``20 x len(splits)`` sub-envs: sub-env ``20 s + i`` runs context ``i`` of the
 ``s``-th split for the whole evaluation (the three splits batched, so the policy acts on 60 observations at once).
@@ -363,7 +363,7 @@ def evaluate(
     progress: bool = True,
     invert_at: int | None = None,
 ) -> dict[str, SplitResult]:
-    """Evaluate ``model`` zero-shot on the named splits of ``env_id`` with the paper's protocol (``aib.md`` §6).
+    """Evaluate ``model`` zero-shot on the named splits of ``env_id`` with the paper's protocol (``docs/protocol.md`` §1).
 
     :param model: any SB3 model with ``predict(obs, state, episode_start, deterministic)``: ``DMASHSAC`` carries its
         context window through the warm-up, SB3's ``SAC`` (no state) simply acts.

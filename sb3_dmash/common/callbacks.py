@@ -103,14 +103,15 @@ class DynamicsAlignmentCallback(BaseCallback):
 
 
 class AIBEvalCallback(BaseCallback):
-    """The AIB evaluation protocol (``aib.md`` §6) during training: :func:`aib.evaluate` every ``eval_every`` vector steps.
+    """The AIB evaluation protocol during training (``docs/protocol.md`` §1): :func:`aib.evaluate` every ``eval_every``
+    vector steps.
 
     Steps are counted in **vector steps** (one ``step`` of all sub-envs, the paper's unit) from the end of the random
     phase: learning step ``j = num_timesteps // n_envs - learning_starts``. The callback evaluates at ``j = 0,
     eval_every, 2 eval_every, ...`` right after the update round that reached ``j`` (in ``_on_rollout_start``, which
     fires after the previous ``train()``), and once more at the end of training (unless that step was just evaluated).
     With ``schedule="final2"`` it evaluates only at ``total - eval_every`` and at the end (the two points the score
-    needs, ``aib.md`` §7.1).
+    needs, ``docs/protocol.md`` §3).
 
     Each evaluation logs ``eval/<split>/aer`` and ``eval/<split>/mean_reward`` (the same number: the mean over the
     split's contexts of the mean return per context) and ``eval/<split>/context_<i>`` (not printed to stdout), then
@@ -307,7 +308,7 @@ class AIBEvalCallback(BaseCallback):
         return new
 
     def best_of_last_two(self) -> dict[str, float]:
-        """Per split, the maximum AER of the last two evaluations: the per-run score of ``aib.md`` §7.1."""
+        """Per split, the maximum AER of the last two evaluations: the per-run score of ``docs/protocol.md`` §3."""
         last = self.evaluated_steps[-2:]
         out: dict[str, float] = {}
         for split in self.splits:
