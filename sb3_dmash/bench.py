@@ -37,6 +37,7 @@ import hashlib
 import json
 import os
 import platform
+import signal
 import subprocess
 import sys
 import tempfile
@@ -939,9 +940,19 @@ def _watch_parent(parent_pid: int) -> None:
     threading.Thread(target=watch, daemon=True).start()
 
 
-def _pool_initializer(parent_pid: int) -> None:
+def _child_main(
+    spec: dict[str, Any],
+    model_dir: str | None,
+    checkpoint_dir: str | None,
+    run_progress: bool,
+    parent_pid: int,
+    results: Any,
+) -> None:
+    """One run in its own process: the driver owns Ctrl-C (it stops the children), the child sends its payload."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     _limit_threads()
     _watch_parent(parent_pid)
+    results.put(execute(spec, model_dir, checkpoint_dir, run_progress))
 
 
 def _run_local(
@@ -959,29 +970,67 @@ def _run_local(
             on_payload(execute(spec.to_dict(), model_dir, checkpoint_dir, run_progress))
         return
     import multiprocessing as mp
-    from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+    import queue
 
+    # One process per run, not a pool: when a process dies (OOM kill, segfault, a stray kill) the driver knows which
+    # run it held, records that run alone as crashed, and the other runs go on.
     ctx = mp.get_context("spawn")  # no forked torch / thread state
-    pool = ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_pool_initializer, initargs=(os.getpid(),))
+    results = ctx.Queue()
+    waiting = list(pending)
+    running: dict[str, tuple[Any, RunSpec]] = {}
+
+    def receive(timeout: float) -> bool:
+        try:
+            payload = results.get(timeout=timeout)
+        except queue.Empty:
+            return False
+        process, _ = running.pop(payload["run_id"])
+        process.join()
+        on_payload(payload)
+        return True
+
     try:
-        futures = {pool.submit(execute, spec.to_dict(), model_dir, checkpoint_dir, run_progress): spec for spec in pending}
-        remaining = set(futures)
-        while remaining:
-            done, remaining = wait(remaining, return_when=FIRST_COMPLETED)
-            for future in done:
-                spec = futures[future]
-                try:
-                    payload = future.result()
-                except BaseException as exc:  # the worker process died (segfault, OOM kill)
-                    payload = _crash_payload(spec, exc)
-                on_payload(payload)
+        while waiting or running:
+            while waiting and len(running) < workers:
+                spec = waiting.pop(0)
+                process = ctx.Process(
+                    target=_child_main,
+                    args=(spec.to_dict(), model_dir, checkpoint_dir, run_progress, os.getpid(), results),
+                    name=f"sb3-dmash {spec.run_id}",
+                )
+                process.start()
+                running[spec.run_id] = (process, spec)
+            if receive(timeout=1.0):
+                continue
+            for run_id, (process, spec) in list(running.items()):
+                if process.is_alive():
+                    continue
+                while receive(timeout=0.5):  # a payload sent just before the exit
+                    pass
+                if run_id in running:
+                    process.join()
+                    del running[run_id]
+                    on_payload(_crash_payload(spec, ProcessDied(process.exitcode)))
     except KeyboardInterrupt:
         # Stop the runs in progress now (their checkpoints keep them) instead of waiting hours for them to finish
-        for process in list(getattr(pool, "_processes", {}).values()):
+        for process, _ in running.values():
             process.terminate()
-        pool.shutdown(wait=False, cancel_futures=True)
+        for process, _ in running.values():
+            process.join(timeout=30)
         raise
-    pool.shutdown()
+
+
+class ProcessDied(RuntimeError):
+    """The process of a run ended without a result."""
+
+    def __init__(self, exitcode: int | None) -> None:
+        if exitcode is not None and exitcode < 0:
+            name = signal.Signals(-exitcode).name
+            hint = " (the kernel's OOM killer sends it when memory runs out)" if name == "SIGKILL" else ""
+            reason = f"was killed by {name}{hint}"
+        else:
+            reason = f"exited with code {exitcode}"
+        super().__init__(f"the run's process {reason} before it returned a result; the next invocation runs it again")
 
 
 def _crash_payload(spec: RunSpec, exc: BaseException) -> dict[str, Any]:

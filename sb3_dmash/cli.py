@@ -14,7 +14,9 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import sys
+import threading
 from collections.abc import Sequence
 from typing import Any
 
@@ -309,13 +311,30 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     parser = build_parser()
     args = parser.parse_args(argv)
+    # A scheduler or `kill` stops a study as Ctrl-C does: the runs in progress keep their checkpoints, and the command
+    # says what was kept. (A shell starts background jobs with SIGINT ignored, so SIGTERM is their way to stop.)
+    main_thread = threading.current_thread() is threading.main_thread()  # signal handlers live in the main thread
+    previous = signal.signal(signal.SIGTERM, _raise_terminated) if main_thread else None
     try:
         return {"bench": _bench, "faults": _faults, "report": _report, "diagnose": _diagnose}[args.command](args)
+    except Terminated:
+        return 128 + signal.SIGTERM
     except KeyboardInterrupt:
         return 130  # the command said what was kept and how to resume; no traceback
     except (ValueError, argparse.ArgumentTypeError, FileNotFoundError, FolderInUseError) as exc:
         parser.exit(2, f"sb3-dmash {args.command}: error: {exc}\n")
+    finally:
+        if main_thread:
+            signal.signal(signal.SIGTERM, previous)
     return 2  # pragma: no cover
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, handled as Ctrl-C is."""
+
+
+def _raise_terminated(signum: int, frame: Any) -> None:
+    raise Terminated()
 
 
 if __name__ == "__main__":

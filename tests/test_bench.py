@@ -169,6 +169,69 @@ def test_a_crashing_run_is_reported(tmp_path, capsys):
     assert "1 already finished, 0 finished now, 1 failed" in capsys.readouterr().out
 
 
+def _children(pid: int) -> list[int]:
+    """The run processes of a bench driver (Linux): its spawned children, not the resource tracker."""
+    pids = []
+    for child in Path(f"/proc/{pid}/task/{pid}/children").read_text().split():
+        try:
+            cmdline = Path(f"/proc/{child}/cmdline").read_bytes()
+        except FileNotFoundError:
+            continue
+        if b"spawn_main" in cmdline:
+            pids.append(int(child))
+    return pids
+
+
+def _wait_for_children(proc, n: int, timeout: float = 60.0) -> list[int]:
+    deadline = time.time() + timeout
+    while time.time() < deadline and proc.poll() is None:
+        children = _children(proc.pid)
+        if len(children) >= n:
+            return children
+        time.sleep(0.02)
+    raise AssertionError(f"the driver did not start {n} run processes:\n{proc.communicate()[0]}")
+
+
+DI_CLI_ARGS = [a for a in CLI_ARGS if a != "AIB-ODE-v0"]  # 4 runs
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="finds the run processes through /proc")
+def test_a_killed_run_process_fails_that_run_alone(tmp_path):
+    out = tmp_path / "killed"
+    proc = run_cli([*DI_CLI_ARGS, "--workers", "2", "--out", str(out)])
+    victim = _wait_for_children(proc, 1)[0]
+    os.kill(victim, signal.SIGKILL)
+    output, _ = proc.communicate(timeout=400)
+    assert proc.returncode == 1, output
+    assert "3 finished now, 1 failed" in output
+    errors = list((out / "runs").glob("*.error.json"))
+    assert len(errors) == 1
+    assert "was killed by SIGKILL" in json.loads(errors[0].read_text())["error"]
+    # the next invocation runs the killed run again, and only it
+    again = run_cli([*DI_CLI_ARGS, "--workers", "2", "--out", str(out)])
+    output, _ = again.communicate(timeout=400)
+    assert again.returncode == 0, output
+    assert "3 already finished, 1 finished now, 0 failed" in output
+    assert not list((out / "runs").glob("*.error.json"))
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="finds the run processes through /proc")
+def test_sigterm_stops_a_study_as_ctrl_c_does(tmp_path):
+    out = tmp_path / "terminated"
+    args = [*DI_CLI_ARGS, "--workers", "2", "--budget", "400", "--out", str(out)]  # runs that outlast the test
+    proc = run_cli(args)
+    children = _wait_for_children(proc, 2)
+    time.sleep(1.0)
+    proc.send_signal(signal.SIGTERM)  # the driver alone, as a scheduler or `kill PID` does
+    output, _ = proc.communicate(timeout=60)
+    assert proc.returncode == 128 + signal.SIGTERM, output
+    assert "interrupted: 0 of 4 runs finished" in output and "run the same command again to resume" in output
+    assert "Traceback" not in output
+    assert not list((out / "runs").glob("*.error.json"))  # stopped runs are not failed runs
+    for child in children:  # and no run goes on training without its driver
+        assert not Path(f"/proc/{child}").exists() or b"Z" in Path(f"/proc/{child}/stat").read_bytes().split()[2:3]
+
+
 def test_grid_validation(tmp_path):
     with pytest.raises(ValueError, match="method='dmsh' is unknown"):
         bench.run_grid(["AIB-DI-v0"], ["dmsh"], [0], tmp_path, progress=False)

@@ -130,6 +130,17 @@ class AIBEnv(gym.Env[np.ndarray, np.ndarray]):
         self._scheduled_context = dict(self.context)
         self._apply_context(self.context)
 
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        # Snapshots pickled before mid-episode faults existed (the in-run checkpoints of a long study) lack their
+        # state: they had no fault, so they resume fault-free.
+        state.setdefault("invert_at", None)
+        state.setdefault("context_schedule", {})
+        state.setdefault("_signed_inversion", False)
+        state.setdefault("_episode_step", 0)
+        state.setdefault("_action_sign", 1.0)
+        state.setdefault("_scheduled_context", dict(state["context"]))
+        self.__dict__.update(state)
+
     # ------------------------------------------------------------------ hooks for subclasses
     def _build_spaces(self) -> tuple[spaces.Box, spaces.Box]:
         raise NotImplementedError

@@ -110,7 +110,7 @@ class GymMujocoEnv(AIBEnv):
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         data, np_random, np_random_seed = state.pop("_inner_state")
-        self.__dict__.update(state)
+        super().__setstate__(state)
         self._make_inner()
         self._apply_context(self.context)
         mujoco.mj_copyData(self._inner.data, self._inner.model, data)
