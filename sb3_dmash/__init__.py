@@ -17,6 +17,7 @@ _LAZY = {
     "MlpPolicy": "sb3_dmash.dmash",
     "HistoryReplayBuffer": "sb3_dmash.common.buffers",
     "StratifiedReplayBuffer": "sb3_dmash.common.buffers",
+    "DynamicsAlignmentCallback": "sb3_dmash.common.callbacks",
 }
 
 
@@ -26,4 +27,12 @@ def __getattr__(name: str) -> Any:
     raise AttributeError(f"module 'sb3_dmash' has no attribute {name!r}")
 
 
-__all__ = ["DMASHSAC", "DMASHPolicy", "HistoryReplayBuffer", "MlpPolicy", "StratifiedReplayBuffer", "__version__"]
+__all__ = [
+    "DMASHSAC",
+    "DMASHPolicy",
+    "DynamicsAlignmentCallback",
+    "HistoryReplayBuffer",
+    "MlpPolicy",
+    "StratifiedReplayBuffer",
+    "__version__",
+]

@@ -24,6 +24,7 @@ from stable_baselines3.common.vec_env import DummyVecEnv, VecNormalize
 
 from sb3_dmash.common.buffers import HistoryReplayBuffer
 from sb3_dmash.common.type_aliases import HistoryReplayBufferSamples
+from sb3_dmash.common.windows import initial_window, push_transition, unpack
 
 # Observation fields: what the simulator encodes into every observation
 F_ENV, F_CTX, F_EP, F_T, F_KIND, F_IDX, F_NOISE = range(7)
@@ -308,8 +309,9 @@ def test_memory_per_transition(obs_dim, act_dim, history_len):
     act_space = spaces.Box(-1, 1, (act_dim,), np.float32)
 
     def bytes_per_transition(buffer: ReplayBuffer) -> float:
-        n_bytes = sum(value.nbytes for value in vars(buffer).values() if isinstance(value, np.ndarray))
-        return n_bytes / (buffer.buffer_size * buffer.n_envs)
+        # the per-row arrays; per-env state (the rollout windows: n_envs x K entries) does not grow with the buffer
+        rows = [v for v in vars(buffer).values() if isinstance(v, np.ndarray) and v.shape[:1] == (buffer.buffer_size,)]
+        return sum(value.nbytes for value in rows) / (buffer.buffer_size * buffer.n_envs)
 
     sb3 = ReplayBuffer(20_000, obs_space, act_space, device="cpu", n_envs=20)
     ours = HistoryReplayBuffer(20_000, obs_space, act_space, device="cpu", n_envs=20, history_len=history_len)
@@ -550,3 +552,58 @@ def test_bench_capacity_is_1e5_per_context():
     assert _default_buffer_size(RunSpec(env_id="AIB-DI-v0", method="concat", seed=0, budget=1_000)) == 20 * 6_000
     windowed = RunSpec(env_id="AIB-DI-v0", method="dmash", seed=0, budget=100_000)
     assert _default_buffer_size(windowed) == 20 * 1_000 * (100 + 24)  # 1,000 episodes of T + K rows
+
+
+@pytest.mark.parametrize("across", [True, False])
+def test_rollout_windows_follow_what_was_added(across):
+    """The window each sub-env acts on: the transitions added to its column, restarted from the next observation after
+    an episode end when windows do not cross episodes (as DMASHSAC's own rollout window)."""
+    rng = np.random.default_rng(0)
+    n_envs, history_len = 3, 4
+    buffer = make_buffer(n_envs, 50, history_len, history_across_episodes=across)
+
+    def observation():
+        return rng.normal(size=(n_envs, OBS_DIM)).astype(np.float32)
+
+    obs = observation()
+    expected = initial_window(obs, history_len, ACT_DIM)
+    np.testing.assert_array_equal(buffer.rollout_windows(obs), expected)
+    for _ in range(12):
+        action = rng.uniform(-1, 1, (n_envs, ACT_DIM)).astype(np.float32)
+        next_obs, done = observation(), rng.random(n_envs) < 0.3
+        buffer.add(obs, next_obs, action, np.zeros(n_envs), done.astype(np.float32), [{} for _ in range(n_envs)])
+        push_transition(expected, obs, action, next_obs)
+        obs = np.where(done[:, None], observation(), next_obs)  # the VecEnv's auto-reset
+        if not across:
+            expected[done] = initial_window(obs[done], history_len, ACT_DIM)
+        np.testing.assert_array_equal(buffer.rollout_windows(obs), expected)
+    buffer.restart_rollout_windows()
+    np.testing.assert_array_equal(buffer.rollout_windows(obs), initial_window(obs, history_len, ACT_DIM))
+
+
+def test_packed_samples_carry_the_window_of_each_transition():
+    np.random.seed(0)
+    buffer = make_buffer(2, 40, 5)
+    Simulator(2, 5, seed=1).run(buffer, 30)
+    np.random.seed(3)
+    plain = buffer.sample(16)
+    buffer.pack_windows = True
+    np.random.seed(3)
+    packed = buffer.sample(16)
+    for field in ("observations", "next_observations"):
+        obs, window = unpack(getattr(packed, field), OBS_DIM, 5)
+        th.testing.assert_close(obs, getattr(plain, field).float())
+        th.testing.assert_close(window, plain.history[:, 1:])
+
+
+def test_buffer_pickled_before_rollout_windows_loads():
+    """An in-run checkpoint written before the buffer kept rollout windows resumes: they start afresh."""
+    buffer = make_buffer(2, 10, 3)
+    state = dict(vars(buffer))
+    for key in ("_rollout_window", "_rollout_fresh", "pack_windows"):
+        del state[key]
+    old = HistoryReplayBuffer.__new__(HistoryReplayBuffer)
+    old.__setstate__(state)
+    obs = np.ones((2, OBS_DIM), np.float32)
+    np.testing.assert_array_equal(old.rollout_windows(obs), initial_window(obs, 3, ACT_DIM))
+    assert not old.pack_windows

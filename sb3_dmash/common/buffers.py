@@ -16,6 +16,7 @@ from stable_baselines3.common.type_aliases import ReplayBufferSamples
 from stable_baselines3.common.vec_env import VecNormalize
 
 from sb3_dmash.common.type_aliases import HistoryReplayBufferSamples
+from sb3_dmash.common.windows import entry_dim, initial_window, pack, push_transition
 
 # Rejection-sampling rounds before falling back to an exact draw among the sampleable rows.
 # Context-only (warm-up) rows are about K / (T + K) of all rows (~11 % for K = 128, T = 1000),
@@ -166,6 +167,13 @@ class HistoryReplayBuffer(StratifiedReplayBuffer):
         If False, windows stop at the episode start (after any ``done``, terminations and truncations alike).
     :param stratified: If True, ``sample`` draws ``batch_size // n_envs`` transitions from each env column (one column
         per training context, as the reference); otherwise uniformly over all stored transitions.
+    :param pack_windows: If True, ``sample`` returns each observation (and next observation) packed with its window,
+        ``[s, window.flatten()]`` (see :mod:`sb3_dmash.common.windows`), so that code written for plain observations,
+        such as SB3's ``SAC.train``, hands the windows to the policy. :class:`DynamicsAlignmentCallback` turns it on for
+        SB3's ``SAC``.
+
+    The buffer also keeps the rollout window of each sub-env (the last K transitions added, as the acting policy
+    needs them): :meth:`rollout_windows`.
     """
 
     ep_steps: np.ndarray
@@ -183,6 +191,7 @@ class HistoryReplayBuffer(StratifiedReplayBuffer):
         history_len: int = 24,
         history_across_episodes: bool = True,
         stratified: bool = True,
+        pack_windows: bool = False,
     ):
         if optimize_memory_usage:
             raise ValueError(
@@ -211,6 +220,23 @@ class HistoryReplayBuffer(StratifiedReplayBuffer):
         self.sampleable = np.zeros((self.buffer_size, self.n_envs), dtype=bool)
         self._cur_ep_step = np.zeros(self.n_envs, dtype=counter_dtype)
         self._last_context_id: list[Any] = [None] * self.n_envs
+        self.pack_windows = bool(pack_windows)
+        self._reset_rollout_windows()
+
+    def _reset_rollout_windows(self) -> None:
+        # A window is (re)started from the observation that follows an episode end, which add() has not seen yet:
+        # rows marked fresh start from the next observation they are given.
+        self._rollout_window = np.zeros(
+            (self.n_envs, self.history_len, entry_dim(self.obs_dim, self.action_dim)), dtype=np.float32
+        )
+        self._rollout_fresh = np.ones(self.n_envs, dtype=bool)
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        # Buffers pickled before the rollout windows existed (in-run checkpoints of a long study)
+        self.__dict__.update(state)
+        if "_rollout_window" not in state:
+            self.pack_windows = False
+            self._reset_rollout_windows()
 
     def reset(self) -> None:
         """
@@ -221,6 +247,25 @@ class HistoryReplayBuffer(StratifiedReplayBuffer):
         self.sampleable[:] = False
         self._cur_ep_step[:] = 0
         self._last_context_id = [None] * self.n_envs
+        self._reset_rollout_windows()
+
+    def restart_rollout_windows(self) -> None:
+        """Start every sub-env's rollout window afresh from the next observation (after an env reset)."""
+        self._rollout_fresh[:] = True
+
+    def rollout_windows(self, obs: np.ndarray) -> np.ndarray:
+        """The window of each sub-env for acting at ``obs`` (its current observations, unnormalised): the last K
+        transitions added to its column, or the initial window from ``obs`` after an episode end (with
+        ``history_across_episodes=False``) and before the first transition.
+
+        :param obs: ``(n_envs, *obs_shape)``
+        :return: ``(n_envs, K, 2 obs_dim + action_dim)`` float32, a copy
+        """
+        obs = np.asarray(obs, dtype=np.float32).reshape(self.n_envs, self.obs_dim)
+        window = self._rollout_window.copy()
+        if self._rollout_fresh.any():
+            window[self._rollout_fresh] = initial_window(obs[self._rollout_fresh], self.history_len, self.action_dim)
+        return window
 
     def add(
         self,
@@ -288,6 +333,7 @@ class HistoryReplayBuffer(StratifiedReplayBuffer):
         self.ep_steps[self.pos] = self._cur_ep_step
         self.sampleable[self.pos] = sampleable
         super().add(obs, next_obs, action, reward, done, infos)
+        self._push_rollout(obs, action, next_obs, done)
 
         # Saturate at K: lags beyond K are never gathered, so larger counts carry no information
         next_step = np.minimum(self._cur_ep_step.astype(np.int64) + 1, self.history_len)
@@ -295,6 +341,17 @@ class HistoryReplayBuffer(StratifiedReplayBuffer):
             # VecEnvs auto-reset, so the next row of a column with done=True starts a new episode
             next_step = np.where(np.asarray(done, dtype=bool).reshape(self.n_envs), 0, next_step)
         self._cur_ep_step = next_step.astype(self._cur_ep_step.dtype)
+
+    def _push_rollout(self, obs: np.ndarray, action: np.ndarray, next_obs: np.ndarray, done: np.ndarray) -> None:
+        obs = np.asarray(obs, dtype=np.float32).reshape(self.n_envs, self.obs_dim)
+        if self._rollout_fresh.any():
+            fresh = self._rollout_fresh
+            self._rollout_window[fresh] = initial_window(obs[fresh], self.history_len, self.action_dim)
+            self._rollout_fresh[:] = False
+        next_obs = np.asarray(next_obs, dtype=np.float32).reshape(self.n_envs, self.obs_dim)
+        push_transition(self._rollout_window, obs, np.asarray(action, np.float32).reshape(self.n_envs, -1), next_obs)
+        if not self.history_across_episodes:
+            self._rollout_fresh |= np.asarray(done, dtype=bool).reshape(self.n_envs)
 
     def sample(self, batch_size: int, env: VecNormalize | None = None) -> HistoryReplayBufferSamples:  # type: ignore[override]
         """
@@ -310,7 +367,15 @@ class HistoryReplayBuffer(StratifiedReplayBuffer):
         upper_bound = self.buffer_size if self.full else self.pos
         batch_inds, env_indices = self._draw(batch_size, upper_bound)
         batch_inds, env_indices = self._reject_context_only(batch_inds, env_indices, upper_bound)
-        return self._get_samples(batch_inds, env_indices, env=env)
+        samples = self._get_samples(batch_inds, env_indices, env=env)
+        if self.pack_windows:
+            # The window that ends with the sampled transition, for s and s' alike (the reference's alignment)
+            window = samples.history[:, 1:]
+            samples = samples._replace(
+                observations=pack(samples.observations.float(), window),
+                next_observations=pack(samples.next_observations.float(), window),
+            )
+        return samples
 
     def _reject_context_only(
         self, batch_inds: np.ndarray, env_indices: np.ndarray, upper_bound: int

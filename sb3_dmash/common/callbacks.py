@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import warnings
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -20,22 +21,28 @@ from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.utils import update_learning_rate
 
 from sb3_dmash.common.divergence import FiniteGuard
+from sb3_dmash.common.windows import normalize_window
 
 
 class DynamicsAlignmentCallback(BaseCallback):
-    """Trains the encoder, the hypernetwork and the forward model on the dynamics loss.
+    """Trains the encoder, the hypernetwork and the forward model of a :class:`~sb3_dmash.DMASHPolicy` on the dynamics
+    loss, with :class:`~sb3_dmash.DMASHSAC` or with SB3's own ``SAC``.
 
     It runs at the end of each rollout, right before ``train()``, and does exactly as many updates as ``train()``
-    will do gradient steps (``gradient_steps``, or one per collected transition when it is -1). Each update draws a
-    batch and hands it on to ``train()``, so the dynamics, critic and actor updates of a round use the same batch, as
-    in the reference (and the batch with its windows is gathered once). With ``train_freq=1`` and
-    ``gradient_steps=1`` each vector step therefore runs dynamics update -> critic -> actor, the reference's order.
-    Calling ``model.train()`` by hand updates only the RL losses.
+    will do gradient steps (``gradient_steps``, or one per collected transition when it is -1).
+
+    - With ``DMASHSAC`` (which attaches it by itself), each update's batch is handed on to ``train()``, so the
+      dynamics, critic and actor updates of a round use the same batch, as in the reference. With ``train_freq=1``
+      and ``gradient_steps=1`` each vector step runs dynamics update -> critic -> actor, the reference's order.
+    - With SB3's ``SAC`` (``SAC(DMASHPolicy, env, replay_buffer_class=HistoryReplayBuffer)``), it makes the
+      policy usable by SAC's own update: the buffer packs each sampled observation with its window (``pack_windows``),
+      so ``SAC.train()`` hands the windows to the actor and the critics, and the policy acts on the rollout's real
+      windows while SAC collects. The dynamics updates draw their own batches and use SAC's learning rate.
 
     Logs ``train/dynamics_loss`` and ``train/context_learning_rate``. A non-finite dynamics loss or forward-model,
     encoder or hypernetwork parameter stops training with a
-    :class:`~sb3_dmash.common.divergence.DivergenceError` (read every ``model.finite_check_interval`` updates and at
-    the end of training, see ``DMASHSAC.check_finite``).
+    :class:`~sb3_dmash.common.divergence.DivergenceError` (read every ``model.finite_check_interval`` updates, 100 by
+    default, and at the end of training).
 
     :param verbose: verbosity level.
     """
@@ -45,8 +52,76 @@ class DynamicsAlignmentCallback(BaseCallback):
         self._n_steps = 0
         self._guard: FiniteGuard | None = None
 
+    @property
+    def _sb3_route(self) -> bool:
+        """Whether the model is not a DMASHSAC (which shares its batches and keeps its own rollout window)."""
+        from sb3_dmash.dmash.dmash_sac import DMASHSAC
+
+        return not isinstance(self.model, DMASHSAC)
+
     def _init_callback(self) -> None:
         self._guard = None  # a fresh record for each learn(), numbered from the model's update rounds
+        if self._sb3_route:
+            self._check_sb3_model()
+
+    def _check_sb3_model(self) -> None:
+        from sb3_dmash.common.buffers import HistoryReplayBuffer
+        from sb3_dmash.dmash.policies import DMASHPolicy
+
+        model, name = self.model, type(self.model).__name__
+        policy = getattr(model, "policy", None)
+        if not isinstance(policy, DMASHPolicy):
+            raise ValueError(f"DynamicsAlignmentCallback trains a DMASHPolicy; {name}'s policy is {type(policy).__name__}")
+        if policy.context is None or not policy.context.has_forward_model:
+            raise ValueError(
+                "DynamicsAlignmentCallback: this DMASHPolicy has no forward model to train "
+                f"(context_source={policy.context_source!r}, fm_merge={policy.context_kwargs['fm_merge']!r})"
+            )
+        buffer = getattr(model, "replay_buffer", None)
+        if not isinstance(buffer, HistoryReplayBuffer):
+            raise ValueError(
+                f"DynamicsAlignmentCallback: {name}'s replay buffer is {type(buffer).__name__}, which keeps no context "
+                f"windows; pass replay_buffer_class=HistoryReplayBuffer to {name}"
+            )
+        from sb3_dmash.dmash.dmash_sac import _aib_history_len
+
+        env_k = _aib_history_len(model.get_env())
+        if env_k is not None and env_k != policy.history_len:
+            warnings.warn(
+                f"the AIB env's window length is K={env_k} but the policy's history_len={policy.history_len}; pass "
+                f"policy_kwargs=dict(history_len={env_k}) and replay_buffer_kwargs=dict(history_len={env_k}) for the "
+                "paper's setting (DMASHSAC reads K from the env by itself)",
+                stacklevel=2,
+            )
+        if buffer.history_len != policy.history_len:
+            raise ValueError(
+                f"the replay buffer's history_len={buffer.history_len} differs from the policy's "
+                f"history_len={policy.history_len}; pass the same K in replay_buffer_kwargs and policy_kwargs"
+            )
+
+    def _on_training_start(self) -> None:
+        if not self._sb3_route:
+            return
+        model, buffer, policy = self.model, self.model.replay_buffer, self.model.policy
+        if self.locals.get("reset_num_timesteps", False):
+            buffer.restart_rollout_windows()  # SB3 has just reset the env
+        buffer.pack_windows = True
+        vec_normalize = model.get_vec_normalize_env()
+
+        def rollout_windows(obs: np.ndarray) -> np.ndarray | None:
+            # Only for the observations the rollout is at (SAC's own predict call); any other call acts as usual.
+            current = model._last_obs
+            if current is None or np.shape(current)[0] != obs.shape[0]:
+                return None
+            if not np.array_equal(np.asarray(current, dtype=np.float32).reshape(obs.shape), obs):
+                return None
+            raw = model._last_original_obs if vec_normalize is not None else current
+            window = buffer.rollout_windows(raw)
+            if vec_normalize is not None:
+                window = normalize_window(window, vec_normalize.normalize_obs, policy.obs_dim)
+            return window
+
+        policy.rollout_windows = rollout_windows
 
     def _get_guard(self) -> FiniteGuard:
         if self._guard is None:
@@ -61,6 +136,8 @@ class DynamicsAlignmentCallback(BaseCallback):
             self._guard.check(self.model.policy.context.named_parameters(prefix="context"))
 
     def _on_training_end(self) -> None:
+        if self._sb3_route:
+            self.model.policy.rollout_windows = None
         self.check_finite()
 
     def _on_rollout_start(self) -> None:
@@ -81,15 +158,23 @@ class DynamicsAlignmentCallback(BaseCallback):
     def update(self, gradient_steps: int) -> None:
         """Do ``gradient_steps`` dynamics updates on batches of ``model.batch_size``."""
         model = self.model
-        context = model.policy.context
-        lr = model.context_lr_schedule(model._current_progress_remaining)
+        policy = model.policy
+        context = policy.context
+        schedule = model.lr_schedule if self._sb3_route else model.context_lr_schedule
+        lr = schedule(model._current_progress_remaining)
         update_learning_rate(context.optimizer, lr)
         losses, batches = [], []
         guard = self._get_guard()
         for _ in range(gradient_steps):
             data = model.replay_buffer.sample(model.batch_size, env=model._vec_normalize_env)
-            batches.append(data)
-            loss = context.dynamics_loss(data.observations, data.actions, data.next_observations, model.context_window(data))
+            if self._sb3_route:
+                obs = data.observations[:, : policy.obs_dim]  # packed: [s, window]
+                next_obs = data.next_observations[:, : policy.obs_dim]
+                window = data.history[:, 1:]
+            else:
+                batches.append(data)
+                obs, next_obs, window = data.observations, data.next_observations, model.context_window(data)
+            loss = context.dynamics_loss(obs, data.actions, next_obs, window)
             context.optimizer.zero_grad(set_to_none=True)
             loss.backward()
             context.optimizer.step()
@@ -97,7 +182,8 @@ class DynamicsAlignmentCallback(BaseCallback):
             losses.append(loss.item())
             if guard.end_round():
                 self.check_finite()
-        model.shared_batches = batches  # the coming train() reuses them (replaced, never accumulated)
+        if not self._sb3_route:
+            model.shared_batches = batches  # the coming train() reuses them (replaced, never accumulated)
         self.logger.record("train/dynamics_loss", float(np.mean(losses)))
         self.logger.record("train/context_learning_rate", lr)
 

@@ -31,7 +31,8 @@ from sb3_dmash.common.callbacks import DynamicsAlignmentCallback
 from sb3_dmash.common.divergence import FiniteGuard
 from sb3_dmash.common.save_util import check_saved_model
 from sb3_dmash.common.type_aliases import HistoryReplayBufferSamples
-from sb3_dmash.dmash.policies import DMASHPolicy, MlpPolicy, initial_window, push_transition
+from sb3_dmash.common.windows import initial_window, normalize_window, push_transition
+from sb3_dmash.dmash.policies import DMASHPolicy, MlpPolicy
 from sb3_dmash.dmash.presets import resolve_method
 
 SelfDMASHSAC = TypeVar("SelfDMASHSAC", bound="DMASHSAC")
@@ -352,12 +353,7 @@ class DMASHSAC(OffPolicyAlgorithm):
     def _policy_window(self, window: np.ndarray) -> th.Tensor:
         """The rollout window as the policy sees it (observations normalised like the replay samples)."""
         if self._vec_normalize_env is not None:
-            obs_dim = self.policy.obs_dim
-            obs = window[..., :obs_dim]
-            next_obs = obs + window[..., -obs_dim:]
-            window = window.copy()
-            window[..., :obs_dim] = self._vec_normalize_env.normalize_obs(obs)
-            window[..., -obs_dim:] = self._vec_normalize_env.normalize_obs(next_obs) - window[..., :obs_dim]
+            window = normalize_window(window, self._vec_normalize_env.normalize_obs, self.policy.obs_dim)  # type: ignore[arg-type]
         return th.as_tensor(window, dtype=th.float32, device=self.device)
 
     def _reset_rollout_window(self) -> None:

@@ -7,7 +7,9 @@ no target encoder and no target hypernetwork: the target critics use the online 
 
 from __future__ import annotations
 
+import functools
 import math
+from collections.abc import Callable
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -22,6 +24,7 @@ from torch.nn import functional as F
 
 from sb3_dmash.common.context_encoders import LSTMContextEncoder, ProbabilisticLSTMContextEncoder
 from sb3_dmash.common.hypernetworks import HEAD_DTYPES, AdaptedMLP, AdapterWeights, HyperNetwork, apply_adapter
+from sb3_dmash.common.windows import ContextState, entry_dim, initial_window, push_transition, unpack
 
 HISTORY_ON_EPISODE_START = ("reset", "keep")
 CONTEXT_SOURCES = ("inferred", "observed", "none")
@@ -29,38 +32,7 @@ RL_MERGES = ("hypernet_shared", "hypernet", "concat", "none")
 FM_MERGES = ("hypernet", "concat", None)
 ENCODERS = ("lstm", "plstm")
 LOG_2PI = math.log(2 * math.pi)
-
-
-class ContextState(NamedTuple):
-    """State of the stateful :meth:`DMASHPolicy.predict`, one row per env (RecurrentPPO-style).
-
-    :param window: (n_envs, K, 2 obs_dim + action_dim) the last K transitions ``(s, a, s' - s)``, oldest first.
-    :param last_obs: (n_envs, obs_dim) observation of the previous call.
-    :param last_action: (n_envs, action_dim) action (in [-1, 1]) returned by the previous call.
-    :param has_prev: (n_envs,) whether ``last_obs``/``last_action`` hold a transition still to be appended.
-    """
-
-    window: np.ndarray
-    last_obs: np.ndarray
-    last_action: np.ndarray
-    has_prev: np.ndarray
-
-
-def initial_window(obs: np.ndarray, history_len: int, action_dim: int) -> np.ndarray:
-    """The window before any transition: the observation repeated K times, zero actions, Δs = 0 (the reference's)."""
-    n, obs_dim = obs.shape
-    window = np.zeros((n, history_len, 2 * obs_dim + action_dim), dtype=np.float32)
-    window[:, :, :obs_dim] = obs[:, None, :]
-    return window
-
-
-def push_transition(window: np.ndarray, obs: np.ndarray, action: np.ndarray, next_obs: np.ndarray) -> None:
-    """Append ``(s, a, s' - s)`` as the newest entry of each row of ``window`` (in place, dropping the oldest)."""
-    window[:, :-1] = window[:, 1:]
-    obs_dim = obs.shape[1]
-    window[:, -1, :obs_dim] = obs
-    window[:, -1, obs_dim:-obs_dim] = action
-    window[:, -1, -obs_dim:] = next_obs - obs
+CONTEXT_OPTIMIZER_KEY = "context_optimizer"  # the context optimiser's state inside the critics' optimiser's state
 
 
 def _check_int(name: str, value: Any, minimum: int = 1) -> None:
@@ -89,6 +61,19 @@ class RLContext(NamedTuple):
             None if self.z is None else self.z.detach(),
             None if self.adapter is None else AdapterWeights(*(t.detach() for t in self.adapter)),
         )
+
+
+ContextReader = Callable[[th.Tensor], tuple[th.Tensor, RLContext]]
+
+
+def _read(net: nn.Module, obs: th.Tensor, context: RLContext | None) -> tuple[th.Tensor, RLContext]:
+    """``(network input, context)``: as given, or read from ``obs`` by the policy's reader when ``context`` is None."""
+    if context is not None:
+        return obs, context
+    reader: ContextReader | None = getattr(net, "context_reader", None)
+    if reader is None:
+        raise ValueError(f"{type(net).__name__} needs its context: build it through DMASHPolicy, or pass context=")
+    return reader(obs)
 
 
 class ContextFeaturesExtractor(BaseFeaturesExtractor):
@@ -303,14 +288,19 @@ class Actor(nn.Module):
         log_std = self.log_std_min + 0.5 * (self.log_std_max - self.log_std_min) * (th.tanh(self.log_std(features)) + 1)
         return self.mu(features), log_std
 
-    def forward(self, obs: th.Tensor, context: RLContext, deterministic: bool = False) -> th.Tensor:
+    def forward(self, obs: th.Tensor, context: RLContext | None = None, deterministic: bool = False) -> th.Tensor:
+        """Actions in [-1, 1]. Without ``context``, ``obs`` is what SB3 code passes: a plain or packed observation,
+        read by the policy (see :meth:`DMASHPolicy.read_context`)."""
+        obs, context = _read(self, obs, context)
         mean, log_std = self.distribution_params(obs, context)
         if deterministic:
             return th.tanh(mean)
         return th.tanh(mean + log_std.exp() * th.randn_like(mean))
 
-    def action_log_prob(self, obs: th.Tensor, context: RLContext) -> tuple[th.Tensor, th.Tensor]:
-        """A reparametrised action and its log-probability ``(B, 1)`` under the tanh-squashed Gaussian."""
+    def action_log_prob(self, obs: th.Tensor, context: RLContext | None = None) -> tuple[th.Tensor, th.Tensor]:
+        """A reparametrised action and its log-probability ``(B, 1)`` under the tanh-squashed Gaussian (``context``:
+        as in :meth:`forward`)."""
+        obs, context = _read(self, obs, context)
         mean, log_std = self.distribution_params(obs, context)
         noise = th.randn_like(mean)
         actions = th.tanh(mean + log_std.exp() * noise)
@@ -368,7 +358,9 @@ class Critic(nn.Module):
         self.heads = nn.ModuleList([nn.Linear(net_arch[-1], 1) for _ in range(n_critics)])
         self.optimizer: th.optim.Optimizer
 
-    def forward(self, obs: th.Tensor, actions: th.Tensor, context: RLContext) -> tuple[th.Tensor, ...]:
+    def forward(self, obs: th.Tensor, actions: th.Tensor, context: RLContext | None = None) -> tuple[th.Tensor, ...]:
+        """The Q-values. Without ``context``, ``obs`` is a plain or packed observation (see :meth:`Actor.forward`)."""
+        obs, context = _read(self, obs, context)
         x = th.cat([obs, actions], dim=1)
         if self.q_nets[0].merge == "hypernet_shared" and context.adapter is not None:
             # one batched adapter call for all Q-networks: the shared weights are read once
@@ -462,7 +454,12 @@ class DMASHPolicy(BasePolicy):
         history_on_episode_start: str = "reset",
         optimizer_class: type[th.optim.Optimizer] = th.optim.Adam,
         optimizer_kwargs: dict[str, Any] | None = None,
+        use_sde: bool = False,
     ) -> None:
+        if use_sde:
+            raise ValueError(
+                "use_sde=True: DMASHPolicy has no generalized State-Dependent Exploration (gSDE); use use_sde=False"
+            )
         if not isinstance(observation_space, spaces.Box) or len(observation_space.shape) != 1:
             raise ValueError(f"DMASHPolicy needs a flat Box observation space, got {observation_space}")
         if not isinstance(action_space, spaces.Box):
@@ -586,6 +583,28 @@ class DMASHPolicy(BasePolicy):
         self.critic_target = Critic(net_obs_dim, self.action_dim, qf_arch, self.activation_fn, self.n_critics, **rl_kwargs)
         self.critic_target.load_state_dict(self.critic.state_dict())
         self.critic_target.train(False)
+        if self.context is not None:
+            # SB3's SAC saves the actor's and the critics' optimisers only: the context optimiser's state travels in
+            # the critics' (DMASHSAC also saves it on its own, "policy.context.optimizer").
+            self.critic.optimizer.register_state_dict_post_hook(self._add_context_optimizer_state)
+            self.critic.optimizer.register_load_state_dict_pre_hook(self._load_context_optimizer_state)
+        # What SB3's SAC passes the networks (observations, packed with their windows in training) is read here
+        self.actor.context_reader = functools.partial(self.read_context, detach=self.actor_detach)
+        self.critic.context_reader = functools.partial(self.read_context, detach=self.critic_detach)
+        self.critic_target.context_reader = functools.partial(self.read_context, detach=True)
+        self.rollout_windows: Callable[[np.ndarray], np.ndarray | None] | None = None
+
+    def _add_context_optimizer_state(self, optimizer: th.optim.Optimizer, state: dict[str, Any]) -> dict[str, Any]:
+        assert self.context is not None
+        state[CONTEXT_OPTIMIZER_KEY] = self.context.optimizer.state_dict()
+        return state
+
+    def _load_context_optimizer_state(self, optimizer: th.optim.Optimizer, state: dict[str, Any]) -> dict[str, Any]:
+        state = dict(state)
+        context_state = state.pop(CONTEXT_OPTIMIZER_KEY, None)  # absent in files saved before it travelled here
+        if context_state is not None and self.context is not None:
+            self.context.optimizer.load_state_dict(context_state)
+        return state
 
     def _get_constructor_parameters(self) -> dict[str, Any]:
         data = super()._get_constructor_parameters()
@@ -649,6 +668,41 @@ class DMASHPolicy(BasePolicy):
             assert self.context is not None and self.context.hypernet is not None
             return RLContext(adapter=self.context.hypernet(z))
         return RLContext(z=z)
+
+    @property
+    def packed_obs_dim(self) -> int:
+        """Size of an observation packed with its window (see :mod:`sb3_dmash.common.windows`)."""
+        return self.obs_dim + self.history_len * entry_dim(self.obs_dim, self.action_dim)
+
+    def read_context(self, obs: th.Tensor, detach: bool = True) -> tuple[th.Tensor, RLContext]:
+        """The network input and the context of observations as SB3 code passes them (``SAC.train`` to the actor and
+        the critics): packed with their windows (a :class:`~sb3_dmash.common.buffers.HistoryReplayBuffer` with
+        ``pack_windows=True``), or plain outside training, where the window is the initial one (no adaptation).
+
+        :param obs: ``(B, obs_dim)`` or ``(B, packed_obs_dim)``.
+        :param detach: infer the context without gradient into the encoder and the shared hypernetwork.
+        :raises RuntimeError: on plain observations in training mode of a method that infers its context: SB3's SAC
+            would train it context-free.
+        """
+        obs = self.flatten_obs(obs)
+        window = None
+        if self.uses_history:
+            if obs.shape[1] == self.packed_obs_dim:
+                obs, window = unpack(obs, self.obs_dim, self.history_len)
+            elif obs.shape[1] != self.obs_dim:
+                raise ValueError(
+                    f"observations of size {obs.shape[1]}: expected {self.obs_dim} (plain) or {self.packed_obs_dim} "
+                    f"(packed with a window of {self.history_len} transitions)"
+                )
+            elif self.training:
+                raise RuntimeError(
+                    "DMASHPolicy is trained on observations without their context windows, so it would learn "
+                    "context-free: with SB3's SAC pass replay_buffer_class=HistoryReplayBuffer and "
+                    "learn(..., callback=DynamicsAlignmentCallback()) (DMASHSAC does both by itself)"
+                )
+            else:
+                window = th.as_tensor(initial_window(obs.cpu().numpy(), self.history_len, self.action_dim), device=obs.device)
+        return self.net_obs(obs), self.rl_context(obs, window, training=self.training, detach=detach)
 
     # ------------------------------------------------------------------ acting
     def act(self, obs: th.Tensor, window: th.Tensor | None, deterministic: bool, training_context: bool = False) -> th.Tensor:
@@ -729,6 +783,15 @@ class DMASHPolicy(BasePolicy):
             return self._env_actions(actions, vectorized_env), None
         obs_np = obs.cpu().numpy()
         n = obs_np.shape[0]
+        if state is None and episode_start is None and self.rollout_windows is not None:
+            # SB3's SAC collecting data (DynamicsAlignmentCallback installed the rollout's windows): act on the window
+            # of the rollout's current observations, with training-mode inference as DMASHSAC collects.
+            rollout_window = self.rollout_windows(obs_np)
+            if rollout_window is not None:
+                with th.no_grad():
+                    window = th.as_tensor(rollout_window, device=self.device)
+                    actions = self.act(obs, window, deterministic, training_context=True).cpu().numpy()
+                return self._env_actions(actions, vectorized_env), None
         if state is None:
             state = self.initial_state(obs_np)
         else:
