@@ -51,7 +51,8 @@ def test_dict_observation_space():
 
 
 def test_discrete_action_space():
-    with pytest.raises(ValueError, match=r"Box \(continuous\) action space, got Discrete\(2\)"):
+    # SB3's convention (supported_action_spaces): the AssertionError that SAC raises
+    with pytest.raises(AssertionError, match=r"only supports .*Box.* as action spaces but Discrete\(2\) was provided"):
         DMASHSAC("MlpPolicy", "CartPole-v1", policy_kwargs=POLICY_KWARGS)
 
 

@@ -239,7 +239,7 @@ class DMASHSAC(OffPolicyAlgorithm):
             verbose=verbose,
             device=device,
             seed=seed,
-            supported_action_spaces=None,  # checked in _setup_model with a clear error
+            supported_action_spaces=(spaces.Box,),  # SB3's convention: an AssertionError that names the space
             sde_support=False,
             support_multi_env=True,
         )
@@ -416,7 +416,7 @@ class DMASHSAC(OffPolicyAlgorithm):
                 window = self._policy_window(self._rollout_window) if self.uses_history else None
                 # training-mode context inference while collecting data, as the reference (shuffle, mask, subset)
                 actions = self.policy.act(obs, window, deterministic=False, training_context=True)
-            scaled_action = actions.cpu().numpy()
+            scaled_action = actions.cpu().numpy().reshape((n_envs, *self.action_space.shape))  # type: ignore[misc]
         if action_noise is not None:
             scaled_action = np.clip(scaled_action + action_noise(), -1, 1)
         return self.policy.unscale_action(scaled_action), scaled_action
@@ -472,6 +472,7 @@ class DMASHSAC(OffPolicyAlgorithm):
             with th.no_grad():
                 obs = th.as_tensor(self._last_obs, device=self.device)
                 scaled = self.policy.act(obs, self._policy_window(self._rollout_window), deterministic=True).cpu().numpy()
+                scaled = scaled.reshape((env.num_envs, *self.action_space.shape))  # type: ignore[misc]
             new_obs, _, dones, infos = env.step(self.policy.unscale_action(scaled))
             original_obs = self._last_original_obs if self._vec_normalize_env is not None else self._last_obs
             next_obs = self._vec_normalize_env.get_original_obs() if self._vec_normalize_env is not None else new_obs

@@ -187,6 +187,7 @@ class ContextFeaturesExtractor(BaseFeaturesExtractor):
     def dynamics_loss(self, obs: th.Tensor, actions: th.Tensor, next_obs: th.Tensor, window: th.Tensor) -> th.Tensor:
         """Mean squared error of the predicted ``s' - s`` (raw units, as the reference), times ``1 + beta KL`` for
         the probabilistic encoder."""
+        obs, actions, next_obs = obs.float(), actions.float(), next_obs.float()  # float64 spaces: the networks' dtype
         if isinstance(self.encoder, ProbabilisticLSTMContextEncoder):
             z, kl = self.encoder.forward_with_kl(window, training=True)
         else:
