@@ -95,6 +95,8 @@ class DMASHSAC(OffPolicyAlgorithm):
         the methods that infer the context, :class:`~sb3_dmash.common.buffers.StratifiedReplayBuffer` for the others).
     :param replay_buffer_kwargs: its kwargs (``history_len`` is set here; ``handle_timeout_termination`` defaults to
         False: time limits are terminal, as the reference).
+    :param optimize_memory_usage: SAC's memory-efficient replay buffer: not supported yet (must be False).
+    :param n_steps: SAC's n-step returns: only 1 (one-step transitions, as the reference).
     :param critic_learning_rate: critics' learning rate (value or schedule).
     :param context_learning_rate: learning rate of the encoder, hypernetwork and forward model.
     :param ent_coef: entropy coefficient, ``"auto"`` / ``"auto_<init>"`` to learn it (default starts at 1.0), or a
@@ -130,6 +132,11 @@ class DMASHSAC(OffPolicyAlgorithm):
     :param actor_detach: ablation: ``False`` lets the actor loss reach the encoder and the shared hypernetwork (the
         paper's collapse finding).
     :param critic_detach: ablation: the same for the critic loss.
+    :param use_sde: generalized State-Dependent Exploration (gSDE) instead of action noise, on the adapted actor
+        (SB3's semantics; ``policy_kwargs`` ``log_std_init``, ``use_expln`` and ``clip_mean`` configure it).
+    :param sde_sample_freq: sample new gSDE noise every n steps while collecting (-1: only at the start of each
+        rollout).
+    :param use_sde_at_warmup: collect the ``learning_starts`` transitions with gSDE instead of uniform random actions.
     :param stats_window_size: window of the rollout statistics.
     :param tensorboard_log: tensorboard log directory.
     :param policy_kwargs: policy kwargs (see :class:`~sb3_dmash.dmash.policies.DMASHPolicy`).
@@ -158,6 +165,8 @@ class DMASHSAC(OffPolicyAlgorithm):
         action_noise: ActionNoise | None = None,
         replay_buffer_class: type[ReplayBuffer] | None = None,
         replay_buffer_kwargs: dict[str, Any] | None = None,
+        optimize_memory_usage: bool = False,
+        n_steps: int = 1,
         critic_learning_rate: float | Schedule = 1e-3,
         context_learning_rate: float | Schedule = 3e-4,
         ent_coef: str | float = "auto_1.0",
@@ -179,6 +188,9 @@ class DMASHSAC(OffPolicyAlgorithm):
         dynamics_alignment: bool | None = None,
         actor_detach: bool | None = None,
         critic_detach: bool | None = None,
+        use_sde: bool = False,
+        sde_sample_freq: int = -1,
+        use_sde_at_warmup: bool = False,
         stats_window_size: int = 100,
         tensorboard_log: str | None = None,
         policy_kwargs: dict[str, Any] | None = None,
@@ -217,8 +229,16 @@ class DMASHSAC(OffPolicyAlgorithm):
             critic_detach=critic_detach,
         )
         replay_buffer_kwargs = dict(replay_buffer_kwargs or {})
-        if replay_buffer_kwargs.get("optimize_memory_usage") or (policy_kwargs or {}).get("optimize_memory_usage"):
-            raise ValueError("optimize_memory_usage=True is not supported: the context windows need every next observation")
+        if optimize_memory_usage or replay_buffer_kwargs.get("optimize_memory_usage"):
+            raise ValueError(
+                "optimize_memory_usage=True is not supported yet: the history buffer stores each next observation "
+                "(the context windows read s and s' of every row); use optimize_memory_usage=False"
+            )
+        if n_steps != 1:
+            raise ValueError(
+                f"n_steps={n_steps!r}: n-step returns are not supported (the reference and the history buffer use "
+                "one-step transitions); use n_steps=1"
+            )
         super().__init__(
             policy,
             env,
@@ -239,8 +259,11 @@ class DMASHSAC(OffPolicyAlgorithm):
             verbose=verbose,
             device=device,
             seed=seed,
+            use_sde=use_sde,
+            sde_sample_freq=sde_sample_freq,
+            use_sde_at_warmup=use_sde_at_warmup,
             supported_action_spaces=(spaces.Box,),  # SB3's convention: an AssertionError that names the space
-            sde_support=False,
+            sde_support=True,
             support_multi_env=True,
         )
         self.critic_learning_rate = critic_learning_rate
@@ -403,7 +426,7 @@ class DMASHSAC(OffPolicyAlgorithm):
         action_noise: ActionNoise | None = None,
         n_envs: int = 1,
     ) -> tuple[np.ndarray, np.ndarray]:
-        if self.num_timesteps < learning_starts:
+        if self.num_timesteps < learning_starts and not (self.use_sde and self.use_sde_at_warmup):
             unscaled_action = np.array([self.action_space.sample() for _ in range(n_envs)])
             scaled_action = self.policy.scale_action(unscaled_action)
         else:
@@ -524,6 +547,8 @@ class DMASHSAC(OffPolicyAlgorithm):
             obs, next_obs = policy.flatten_obs(data.observations), policy.flatten_obs(data.next_observations)
             net_obs, net_next_obs = policy.net_obs(obs), policy.net_obs(next_obs)
             window = self.context_window(data) if self.uses_history else None
+            if self.use_sde:
+                self.actor.reset_noise()  # as SB3's SAC: new exploration weights for each update round
             ent_coef = th.exp(self.log_ent_coef.detach()) if self.log_ent_coef is not None else self.ent_coef_tensor
 
             # Critic: a fresh z (the encoder has just been updated); one context for Q(s, a) and the bootstrap.
@@ -547,7 +572,9 @@ class DMASHSAC(OffPolicyAlgorithm):
 
             # Actor and entropy coefficient: actor_updates times on every policy_delay-th round, fresh z each time.
             if self._n_updates % self.policy_delay == 0:
-                for _ in range(self.actor_updates):
+                for update in range(self.actor_updates):
+                    if self.use_sde and update > 0:  # the weights' graph (through log_std) went with the last backward
+                        self.actor.reset_noise()
                     if self.reuse_rl_context and policy.actor_detach:
                         context = context.detach()
                     else:

@@ -15,9 +15,10 @@ from typing import Any, NamedTuple
 import numpy as np
 import torch as th
 from gymnasium import spaces
+from stable_baselines3.common.distributions import StateDependentNoiseDistribution
 from stable_baselines3.common.policies import BasePolicy
 from stable_baselines3.common.preprocessing import get_action_dim
-from stable_baselines3.common.torch_layers import BaseFeaturesExtractor
+from stable_baselines3.common.torch_layers import BaseFeaturesExtractor, FlattenExtractor
 from stable_baselines3.common.type_aliases import PyTorchObs, Schedule
 from torch import nn
 from torch.nn import functional as F
@@ -260,6 +261,13 @@ class Actor(nn.Module):
     :param hypernet_arch: hidden sizes of an own hypernetwork.
     :param adapter_bottleneck: bottleneck of an own adapter.
     :param hypernet_dtype: ``"float32"`` or ``"bfloat16"`` for the own hypernetwork's heads.
+    :param use_sde: generalized State-Dependent Exploration (SB3's gSDE, as in SB3's SAC actor): the exploration noise
+        is a function of the adapted last hidden layer, resampled by :meth:`reset_noise`; ``log_std_bounds`` is then
+        unused.
+    :param log_std_init: gSDE: initial log standard deviation.
+    :param use_expln: gSDE: ``expln`` instead of ``exp`` for a positive standard deviation.
+    :param clip_mean: gSDE: clip the mean to ``[-clip_mean, clip_mean]`` (0: no clipping).
+    :param full_std: gSDE: one standard deviation per (latent, action) pair instead of one per latent.
     """
 
     def __init__(
@@ -274,15 +282,49 @@ class Actor(nn.Module):
         hypernet_arch: list[int] | None = None,
         adapter_bottleneck: int | None = None,
         hypernet_dtype: str = "float32",
+        use_sde: bool = False,
+        log_std_init: float = -3.0,
+        use_expln: bool = False,
+        clip_mean: float = 2.0,
+        full_std: bool = True,
     ) -> None:
         super().__init__()
         self.net = ContextualNetwork(
             obs_dim, net_arch, activation_fn, merge, context_dim, hypernet_arch, adapter_bottleneck, hypernet_dtype
         )
-        self.mu = nn.Linear(net_arch[-1], action_dim)
-        self.log_std = nn.Linear(net_arch[-1], action_dim)
+        self.use_sde = use_sde
+        self.action_dist: StateDependentNoiseDistribution | None = None
+        if use_sde:
+            self.action_dist = StateDependentNoiseDistribution(
+                action_dim, full_std=full_std, use_expln=use_expln, learn_features=True, squash_output=True
+            )
+            self.mu, self.log_std = self.action_dist.proba_distribution_net(
+                latent_dim=net_arch[-1], latent_sde_dim=net_arch[-1], log_std_init=log_std_init
+            )
+            if clip_mean > 0.0:  # as SB3: a bounded mean avoids numerical issues of the squashed gSDE
+                self.mu = nn.Sequential(self.mu, nn.Hardtanh(min_val=-clip_mean, max_val=clip_mean))
+        else:
+            self.mu = nn.Linear(net_arch[-1], action_dim)
+            self.log_std = nn.Linear(net_arch[-1], action_dim)
         self.log_std_min, self.log_std_max = log_std_bounds
         self.optimizer: th.optim.Optimizer
+
+    def reset_noise(self, batch_size: int = 1) -> None:
+        """Sample new gSDE exploration weights (one set per env with ``batch_size`` envs)."""
+        if self.action_dist is None:
+            raise ValueError("reset_noise() is only available when using gSDE (use_sde=True)")
+        self.action_dist.sample_weights(self.log_std, batch_size=batch_size)  # type: ignore[arg-type]
+
+    def get_std(self) -> th.Tensor:
+        """gSDE: the standard deviation of the exploration weights (SB3's ``Actor.get_std``)."""
+        if self.action_dist is None:
+            raise ValueError("get_std() is only available when using gSDE (use_sde=True)")
+        return self.action_dist.get_std(self.log_std)  # type: ignore[arg-type]
+
+    def _sde_distribution(self, obs: th.Tensor, context: RLContext) -> StateDependentNoiseDistribution:
+        assert self.action_dist is not None
+        features = self.net.features(obs, context)
+        return self.action_dist.proba_distribution(self.mu(features), self.log_std, features)  # type: ignore[arg-type]
 
     def distribution_params(self, obs: th.Tensor, context: RLContext) -> tuple[th.Tensor, th.Tensor]:
         features = self.net.features(obs, context)
@@ -293,6 +335,8 @@ class Actor(nn.Module):
         """Actions in [-1, 1]. Without ``context``, ``obs`` is what SB3 code passes: a plain or packed observation,
         read by the policy (see :meth:`DMASHPolicy.read_context`)."""
         obs, context = _read(self, obs, context)
+        if self.use_sde:
+            return self._sde_distribution(obs, context).get_actions(deterministic=deterministic)
         mean, log_std = self.distribution_params(obs, context)
         if deterministic:
             return th.tanh(mean)
@@ -302,6 +346,10 @@ class Actor(nn.Module):
         """A reparametrised action and its log-probability ``(B, 1)`` under the tanh-squashed Gaussian (``context``:
         as in :meth:`forward`)."""
         obs, context = _read(self, obs, context)
+        if self.use_sde:
+            distribution = self._sde_distribution(obs, context)
+            actions = distribution.get_actions()
+            return actions, distribution.log_prob(actions).reshape(-1, 1)
         mean, log_std = self.distribution_params(obs, context)
         noise = th.randn_like(mean)
         actions = th.tanh(mean + log_std.exp() * noise)
@@ -417,6 +465,16 @@ class DMASHPolicy(BasePolicy):
         no transition across the reset: right for fixed-context envs, as the reference trains).
     :param optimizer_class: optimiser class of every network.
     :param optimizer_kwargs: its extra keyword arguments (default for Adam: ``{"fused": True}``).
+    :param use_sde: generalized State-Dependent Exploration on the adapted actor (SB3's gSDE; set by the algorithm's
+        ``use_sde``).
+    :param log_std_init: gSDE: initial log standard deviation (as SB3's SAC policy).
+    :param use_expln: gSDE: ``expln`` instead of ``exp`` for a positive standard deviation.
+    :param clip_mean: gSDE: clip the actor's mean to ``[-clip_mean, clip_mean]`` (0: no clipping).
+    :param features_extractor_class: SB3's observation extractor: only ``None`` or ``FlattenExtractor`` (what the
+        networks read of a flat observation) for now.
+    :param features_extractor_kwargs: its kwargs (unused).
+    :param share_features_extractor: SB3's option; without a learned extractor there is nothing to share.
+    :param normalize_images: SB3's option; observations are flat vectors, so it has no effect.
     """
 
     actor: Actor
@@ -456,10 +514,19 @@ class DMASHPolicy(BasePolicy):
         optimizer_class: type[th.optim.Optimizer] = th.optim.Adam,
         optimizer_kwargs: dict[str, Any] | None = None,
         use_sde: bool = False,
+        log_std_init: float = -3.0,
+        use_expln: bool = False,
+        clip_mean: float = 2.0,
+        features_extractor_class: type[BaseFeaturesExtractor] | None = None,
+        features_extractor_kwargs: dict[str, Any] | None = None,
+        share_features_extractor: bool = False,
+        normalize_images: bool = True,
     ) -> None:
-        if use_sde:
+        if features_extractor_class is not None and features_extractor_class is not FlattenExtractor:
             raise ValueError(
-                "use_sde=True: DMASHPolicy has no generalized State-Dependent Exploration (gSDE); use use_sde=False"
+                f"features_extractor_class={getattr(features_extractor_class, '__name__', features_extractor_class)}: "
+                "DMASHPolicy does not take an observation features extractor yet (its networks and the context encoder "
+                "read the flat observation); leave it unset"
             )
         if not isinstance(observation_space, spaces.Box) or len(observation_space.shape) != 1:
             raise ValueError(f"DMASHPolicy needs a flat Box observation space, got {observation_space}")
@@ -523,6 +590,12 @@ class DMASHPolicy(BasePolicy):
         self.history_len = int(history_len)
         self.history_on_episode_start = history_on_episode_start
         self.log_std_bounds = tuple(log_std_bounds)
+        self.sde_kwargs = {
+            "use_sde": bool(use_sde),
+            "log_std_init": log_std_init,
+            "use_expln": use_expln,
+            "clip_mean": clip_mean,
+        }
         self.n_critics = n_critics
         self.context_source, self.rl_merge = context_source, rl_merge
         self.context_obs_dim = int(context_obs_dim) if context_source == "observed" else 0
@@ -577,7 +650,15 @@ class DMASHPolicy(BasePolicy):
             adapter_bottleneck=kw["adapter_bottleneck"],
             hypernet_dtype=kw["hypernet_dtype"],
         )
-        self.actor = Actor(net_obs_dim, self.action_dim, pi_arch, self.activation_fn, self.log_std_bounds, **rl_kwargs)  # type: ignore[arg-type]
+        self.actor = Actor(
+            net_obs_dim,
+            self.action_dim,
+            pi_arch,
+            self.activation_fn,
+            self.log_std_bounds,  # type: ignore[arg-type]
+            **rl_kwargs,  # type: ignore[arg-type]
+            **self.sde_kwargs,
+        )
         self.actor.optimizer = self.optimizer_class(self.actor.parameters(), lr=lr_schedule(1), **self.optimizer_kwargs)
         self.critic = Critic(net_obs_dim, self.action_dim, qf_arch, self.activation_fn, self.n_critics, **rl_kwargs)
         self.critic.optimizer = self.optimizer_class(self.critic.parameters(), lr=lr_schedule(1), **self.optimizer_kwargs)
@@ -621,6 +702,7 @@ class DMASHPolicy(BasePolicy):
                 actor_detach=self.actor_detach,
                 critic_detach=self.critic_detach,
                 log_std_bounds=self.log_std_bounds,
+                **self.sde_kwargs,
                 n_critics=self.n_critics,
                 history_on_episode_start=self.history_on_episode_start,
                 optimizer_class=self.optimizer_class,
@@ -631,6 +713,10 @@ class DMASHPolicy(BasePolicy):
         data.pop("normalize_images", None)
         data.pop("squash_output", None)
         return data
+
+    def reset_noise(self, batch_size: int = 1) -> None:
+        """Sample new gSDE exploration weights for the actor (SB3's ``SACPolicy.reset_noise``)."""
+        self.actor.reset_noise(batch_size=batch_size)
 
     def set_training_mode(self, mode: bool) -> None:
         self.actor.train(mode)
