@@ -225,3 +225,15 @@ def test_eval_callback_carries_state(monkeypatch, tmp_path):
     assert len(callback.evaluations_results) == 1
     assert len(spy.got_state) == 100
     assert spy.got_state[0] is False and all(spy.got_state[1:])
+
+
+def test_actor_predict_is_the_policy_predict():
+    """SB3's ``model.actor.predict``: the owning policy's predict (stateless: the initial window)."""
+    model = DMASHSAC("MlpPolicy", "Pendulum-v1", seed=0, policy_kwargs=dict(net_arch=[16], hypernet_arch=[8]))
+    obs = np.stack([model.observation_space.sample() for _ in range(3)])
+    action, state = model.actor.predict(obs, deterministic=True)
+    expected, _ = model.policy.predict(obs, deterministic=True)
+    np.testing.assert_array_equal(action, expected)
+    assert action.shape == (3, 1) and state is not None
+    single, _ = model.actor.predict(obs[0], deterministic=True)
+    assert single.shape == model.action_space.shape

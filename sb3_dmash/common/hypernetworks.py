@@ -153,14 +153,12 @@ class AdaptedMLP(nn.Module):
     replaced by the adapter (which ends with its own ReLU).
 
     :param input_dim: input size.
-    :param net_arch: hidden sizes (the adapter acts on the last one).
+    :param net_arch: hidden sizes (the adapter acts on the last one; empty: no hidden layer, nothing to adapt).
     :param activation_fn: activation between layers.
     """
 
     def __init__(self, input_dim: int, net_arch: list[int], activation_fn: type[nn.Module] = nn.ReLU):
         super().__init__()
-        if len(net_arch) == 0:
-            raise ValueError("net_arch must have at least one hidden layer (the adapter acts on the last one)")
         layers: list[nn.Module] = []
         last = input_dim
         for i, width in enumerate(net_arch):
@@ -169,11 +167,14 @@ class AdaptedMLP(nn.Module):
                 layers.append(activation_fn())
             last = width
         self.body = nn.Sequential(*layers)
-        self.activation = activation_fn()
+        # no hidden layer (net_arch=[]): the input itself, for the methods that adapt nothing (SAC's linear policy)
+        self.activation = activation_fn() if net_arch else nn.Identity()
         self.output_dim = last
 
     def forward(self, x: th.Tensor, adapter: AdapterWeights | None = None) -> th.Tensor:
         h = self.body(x)
         if adapter is None:
             return self.activation(h)
+        if len(self.body) == 0:
+            raise ValueError("an MLP without hidden layers has no layer to adapt")
         return apply_adapter(h, adapter)

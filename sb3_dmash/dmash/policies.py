@@ -36,6 +36,10 @@ LOG_2PI = math.log(2 * math.pi)
 CONTEXT_OPTIMIZER_KEY = "context_optimizer"  # the context optimiser's state inside the critics' optimiser's state
 
 
+def _join(names: list[str]) -> str:
+    return names[0] if len(names) == 1 else ", ".join(names[:-1]) + " and " + names[-1]
+
+
 def _check_int(name: str, value: Any, minimum: int = 1) -> None:
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
         raise ValueError(f"{name}={value!r} must be an integer >= {minimum}")
@@ -299,15 +303,29 @@ class Actor(nn.Module):
                 action_dim, full_std=full_std, use_expln=use_expln, learn_features=True, squash_output=True
             )
             self.mu, self.log_std = self.action_dist.proba_distribution_net(
-                latent_dim=net_arch[-1], latent_sde_dim=net_arch[-1], log_std_init=log_std_init
+                latent_dim=self.net.trunk.output_dim, latent_sde_dim=self.net.trunk.output_dim, log_std_init=log_std_init
             )
             if clip_mean > 0.0:  # as SB3: a bounded mean avoids numerical issues of the squashed gSDE
                 self.mu = nn.Sequential(self.mu, nn.Hardtanh(min_val=-clip_mean, max_val=clip_mean))
         else:
-            self.mu = nn.Linear(net_arch[-1], action_dim)
-            self.log_std = nn.Linear(net_arch[-1], action_dim)
+            self.mu = nn.Linear(self.net.trunk.output_dim, action_dim)
+            self.log_std = nn.Linear(self.net.trunk.output_dim, action_dim)
         self.log_std_min, self.log_std_max = log_std_bounds
         self.optimizer: th.optim.Optimizer
+
+    def predict(
+        self,
+        observation: np.ndarray,
+        state: ContextState | None = None,
+        episode_start: np.ndarray | None = None,
+        deterministic: bool = False,
+    ) -> tuple[np.ndarray, ContextState | None]:
+        """SB3's ``model.actor.predict``: actions in the env's action space, from the policy that owns this actor
+        (:meth:`DMASHPolicy.predict`: without a ``state`` the window is the initial one, i.e. no adaptation)."""
+        owner = getattr(self, "_owner", None)
+        if owner is None:
+            raise ValueError("this Actor belongs to no DMASHPolicy: predict through the policy")
+        return owner.predict(observation, state, episode_start, deterministic)
 
     def reset_noise(self, batch_size: int = 1) -> None:
         """Sample new gSDE exploration weights (one set per env with ``batch_size`` envs)."""
@@ -404,7 +422,7 @@ class Critic(nn.Module):
                 for _ in range(n_critics)
             ]
         )
-        self.heads = nn.ModuleList([nn.Linear(net_arch[-1], 1) for _ in range(n_critics)])
+        self.heads = nn.ModuleList([nn.Linear(net.trunk.output_dim, 1) for net in self.q_nets])
         self.optimizer: th.optim.Optimizer
 
     def forward(self, obs: th.Tensor, actions: th.Tensor, context: RLContext | None = None) -> tuple[th.Tensor, ...]:
@@ -577,13 +595,24 @@ class DMASHPolicy(BasePolicy):
             fm_arch = list(net_arch.get("fm", qf_arch))
         else:
             pi_arch = qf_arch = fm_arch = list(net_arch)
-        if not (pi_arch and qf_arch and fm_arch):
-            raise ValueError(f"net_arch={net_arch!r}: actor, critics and forward model need at least one hidden layer")
-        widths = {"pi": pi_arch[-1], "qf": qf_arch[-1], "fm": fm_arch[-1]}
+        # Adapters act on the last hidden layer: what is adapted needs one. Networks that adapt nothing may be linear.
+        unadaptable = []
+        if rl_merge in ("hypernet_shared", "hypernet"):
+            unadaptable += [name for name, arch in (("actor", pi_arch), ("critics", qf_arch)) if not arch]
+        if context_source == "inferred" and not fm_arch:
+            unadaptable.append("forward model")
+        if unadaptable:
+            raise ValueError(
+                f"net_arch={net_arch!r}: the {_join(unadaptable)} of this method need at least one hidden layer "
+                "(its adapter or its hypernetwork acts on the last one); networks without hidden layers work with the "
+                "methods that adapt nothing and read no window: method='dr' or method='concat'"
+            )
+        widths = {name: arch[-1] for name, arch in (("pi", pi_arch), ("qf", qf_arch), ("fm", fm_arch)) if arch}
         if rl_merge == "hypernet_shared" and len(set(widths.values())) != 1:
             raise ValueError(
                 f"net_arch={net_arch!r}: actor, critics and forward model need the same last width, because they share "
-                f"one set of adapter weights (got {widths})"
+                f"one set of adapter weights (got {widths}); give them one last width, or a hypernetwork each with "
+                "DMASHSAC(..., shared_hypernet=False) (DMA*-H)"
             )
         self.net_arch = net_arch
         self.activation_fn = activation_fn
@@ -675,6 +704,8 @@ class DMASHPolicy(BasePolicy):
         self.critic.context_reader = functools.partial(self.read_context, detach=self.critic_detach)
         self.critic_target.context_reader = functools.partial(self.read_context, detach=True)
         self.rollout_windows: Callable[[np.ndarray], np.ndarray | None] | None = None
+        # The actor answers SB3's `model.actor.predict` through its policy (a plain reference: not a submodule)
+        object.__setattr__(self.actor, "_owner", self)
 
     def _add_context_optimizer_state(self, optimizer: th.optim.Optimizer, state: dict[str, Any]) -> dict[str, Any]:
         assert self.context is not None
