@@ -138,11 +138,6 @@ def test_sac_on_an_env_with_another_window_length_warns():
         model.learn(2, callback=DynamicsAlignmentCallback())
 
 
-def test_sac_with_gsde_is_refused():
-    with pytest.raises(ValueError, match="use_sde=True"):
-        make_sac(use_sde=True)
-
-
 def test_sac_route_infers_the_inversion_sign():
     """The learning check of ``tests/test_learning.py``, on SB3's SAC: after 1,000 random vector steps, 50 rounds of
     SAC and 2,000 dynamics updates, a linear probe on z predicts the actuator sign of held-out windows."""

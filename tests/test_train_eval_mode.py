@@ -10,9 +10,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch as th
+from stable_baselines3 import SAC
+from stable_baselines3.common.preprocessing import get_flattened_obs_dim
+from stable_baselines3.common.torch_layers import BaseFeaturesExtractor
 
 import aib
-from sb3_dmash import DMASHSAC
+from sb3_dmash import DMASHSAC, DMASHPolicy, DynamicsAlignmentCallback, HistoryReplayBuffer
 
 POLICY_KWARGS = dict(net_arch=[16], hypernet_arch=[8], encoder_dim=8)
 
@@ -113,3 +116,114 @@ def test_rollout_acts_with_training_mode_context(model, monkeypatch):
     model._sample_action(learning_starts=0, n_envs=2)
     assert calls == [(False, False)] * model.history_len + [(True, False)]
     assert model._warmup_pending is False
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# A features extractor with BatchNorm and Dropout, as SB3's test_train_eval_mode checks SAC
+# ---------------------------------------------------------------------------------------------------------------------
+class FlattenBatchNormDropoutExtractor(BaseFeaturesExtractor):
+    def __init__(self, observation_space):
+        super().__init__(observation_space, get_flattened_obs_dim(observation_space))
+        self.flatten = th.nn.Flatten()
+        self.batch_norm = th.nn.BatchNorm1d(self._features_dim)
+        self.dropout = th.nn.Dropout(0.5)
+
+    def forward(self, observations):
+        return self.dropout(self.batch_norm(self.flatten(observations)))
+
+
+def clone_batch_norm_stats(batch_norm):
+    return batch_norm.bias.clone(), batch_norm.running_mean.clone()
+
+
+def _extractor_model(method="dmash", **kwargs):
+    env = aib.make_vec_env("AIB-DI-v0", "train", n_envs=2, seed=0)
+    policy_kwargs = dict(features_extractor_class=FlattenBatchNormDropoutExtractor, **POLICY_KWARGS)
+    policy_kwargs.update(kwargs.pop("policy_kwargs", {}))
+    params = dict(learning_starts=20, batch_size=16, seed=1, policy_kwargs=policy_kwargs)
+    params.update(kwargs)
+    return DMASHSAC("MlpPolicy", env, method=method, **params)
+
+
+@pytest.mark.parametrize("method", ["dmash", "dr"])
+def test_train_with_batch_norm(method):
+    model = _extractor_model(method, tau=0.0)
+    actor_bn = model.actor.features_extractor.batch_norm
+    critic_bn = model.critic.features_extractor.batch_norm
+    target_bn = model.critic_target.features_extractor.batch_norm
+    actor_before, critic_before, target_before = map(clone_batch_norm_stats, (actor_bn, critic_bn, target_bn))
+    model.learn(100)
+    actor_after, critic_after, target_after = map(clone_batch_norm_stats, (actor_bn, critic_bn, target_bn))
+    # the actor's and the critics' extractors are trained and their statistics updated
+    assert not th.allclose(actor_before[0], actor_after[0]) and not th.allclose(actor_before[1], actor_after[1])
+    assert not th.allclose(critic_before[0], critic_after[0]) and not th.allclose(critic_before[1], critic_after[1])
+    # tau = 0: the target's weights stay; its running statistics are copied from the critics
+    assert th.allclose(target_before[0], target_after[0])
+    assert not th.allclose(target_before[1], target_after[1])
+    th.testing.assert_close(target_after[1], critic_after[1])
+    assert not model.critic_target.training
+
+
+def test_shared_extractor_is_trained_by_the_actor_only():
+    model = _extractor_model(policy_kwargs=dict(share_features_extractor=True))
+    assert model.critic.features_extractor is model.actor.features_extractor
+    critic_params = {id(p) for group in model.critic.optimizer.param_groups for p in group["params"]}
+    assert not critic_params & {id(p) for p in model.actor.features_extractor.parameters()}
+    model.learn(60)
+
+
+def test_collect_rollouts_keeps_batch_norm_statistics():
+    model = _extractor_model(learning_starts=0)
+    model.learn(2)  # set up the rollout state
+    batch_norm = model.actor.features_extractor.batch_norm
+    before = clone_batch_norm_stats(batch_norm)
+    _, callback = model._setup_learn(10, reset_num_timesteps=False)
+    model.collect_rollouts(
+        model.get_env(), callback, model.train_freq, model.replay_buffer, model.action_noise, learning_starts=0
+    )
+    after = clone_batch_norm_stats(batch_norm)
+    for a, b in zip(before, after, strict=True):
+        th.testing.assert_close(a, b)
+
+
+def test_predict_with_dropout_batch_norm():
+    model = _extractor_model()
+    model.learn(60)
+    batch_norm = model.actor.features_extractor.batch_norm
+    before = clone_batch_norm_stats(batch_norm)
+    obs = model.get_env().reset()
+    first, _ = model.predict(obs, deterministic=True)
+    second, _ = model.predict(obs, deterministic=True)
+    np.testing.assert_array_equal(first, second)  # eval mode: no dropout, running statistics
+    for a, b in zip(before, clone_batch_norm_stats(batch_norm), strict=True):
+        th.testing.assert_close(a, b)
+
+
+def test_extractor_survives_save_load(tmp_path):
+    model = _extractor_model()
+    model.learn(60)
+    model.save(tmp_path / "fx.zip")
+    loaded = DMASHSAC.load(tmp_path / "fx.zip", env=model.get_env())
+    assert isinstance(loaded.actor.features_extractor, FlattenBatchNormDropoutExtractor)
+    loaded_bn, model_bn = loaded.actor.features_extractor.batch_norm, model.actor.features_extractor.batch_norm
+    th.testing.assert_close(loaded_bn.running_mean, model_bn.running_mean)
+    obs = model.get_env().reset()
+    np.testing.assert_array_equal(model.predict(obs, deterministic=True)[0], loaded.predict(obs, deterministic=True)[0])
+
+
+def test_extractor_with_observed_context_and_with_sb3_sac():
+    # Concat: the true context values bypass the extractor (it sees the 4 DI observations, not the 4 + 2 entries)
+    env = aib.make_vec_env("AIB-DI-v0", "train", n_envs=2, seed=0, env_kwargs={"context_aware": True})
+    policy_kwargs = dict(features_extractor_class=FlattenBatchNormDropoutExtractor, **POLICY_KWARGS)
+    model = DMASHSAC("MlpPolicy", env, method="concat", learning_starts=20, batch_size=16, policy_kwargs=policy_kwargs)
+    assert model.actor.features_extractor.batch_norm.num_features == 4 < env.observation_space.shape[0]
+    model.learn(60)
+    # SB3's SAC, with the extractor shared by the actor and the critics
+    env = aib.make_vec_env("AIB-DI-v0", "train", n_envs=2, seed=0)
+    policy_kwargs["share_features_extractor"] = True
+    sac = SAC(
+        DMASHPolicy, env, replay_buffer_class=HistoryReplayBuffer, learning_starts=20, batch_size=16,
+        policy_kwargs=policy_kwargs,
+    )  # fmt: skip
+    sac.learn(60, callback=DynamicsAlignmentCallback())
+    assert sac.critic.features_extractor is sac.actor.features_extractor

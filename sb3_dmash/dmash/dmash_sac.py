@@ -22,7 +22,7 @@ from stable_baselines3.common.noise import ActionNoise
 from stable_baselines3.common.off_policy_algorithm import OffPolicyAlgorithm
 from stable_baselines3.common.policies import BasePolicy
 from stable_baselines3.common.type_aliases import GymEnv, MaybeCallback, Schedule
-from stable_baselines3.common.utils import FloatSchedule, update_learning_rate
+from stable_baselines3.common.utils import FloatSchedule, get_parameters_by_name, update_learning_rate
 from stable_baselines3.common.vec_env import VecEnv
 from torch.nn import functional as F
 
@@ -360,6 +360,9 @@ class DMASHSAC(OffPolicyAlgorithm):
         self.critic_target = self.policy.critic_target
         self._online_params = list(self.critic.parameters())
         self._target_params = list(self.critic_target.parameters())
+        # Running statistics (BatchNorm in a features extractor) are copied, not averaged, as SB3's SAC does
+        self._online_stats = get_parameters_by_name(self.critic, ["running_"])
+        self._target_stats = get_parameters_by_name(self.critic_target, ["running_"])
 
     # ------------------------------------------------------------------ context windows
     def context_window(self, data: HistoryReplayBufferSamples, next_step: bool = False) -> th.Tensor:
@@ -599,8 +602,7 @@ class DMASHSAC(OffPolicyAlgorithm):
             ent_coefs.append(ent_coef.item())
 
             if self._n_updates % self.target_update_interval == 0:
-                with th.no_grad():  # target <- (1 - tau) target + tau online, one kernel per tensor list
-                    th._foreach_lerp_(self._target_params, self._online_params, self.tau)
+                self._update_targets()
             self._n_updates += 1
             if guard.end_round():
                 self.check_finite()
@@ -612,6 +614,13 @@ class DMASHSAC(OffPolicyAlgorithm):
             self.logger.record("train/actor_loss", np.mean(actor_losses))
         if ent_coef_losses:
             self.logger.record("train/ent_coef_loss", np.mean(ent_coef_losses))
+
+    @th.no_grad()
+    def _update_targets(self) -> None:
+        """Target critics <- (1 - tau) target + tau online (one kernel per tensor list); running statistics copied."""
+        th._foreach_lerp_(self._target_params, self._online_params, self.tau)
+        for target_stat, online_stat in zip(self._target_stats, self._online_stats, strict=True):
+            target_stat.copy_(online_stat)
 
     def dump_logs(self) -> None:
         """Write the logger's table, at most once per vector step.
@@ -734,6 +743,8 @@ class DMASHSAC(OffPolicyAlgorithm):
             "critic_target",
             "_online_params",
             "_target_params",
+            "_online_stats",
+            "_target_stats",
             "shared_batches",
             "_rollout_window",
             "_finite_guard",

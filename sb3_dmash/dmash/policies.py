@@ -272,6 +272,7 @@ class Actor(nn.Module):
     :param use_expln: gSDE: ``expln`` instead of ``exp`` for a positive standard deviation.
     :param clip_mean: gSDE: clip the mean to ``[-clip_mean, clip_mean]`` (0: no clipping).
     :param full_std: gSDE: one standard deviation per (latent, action) pair instead of one per latent.
+    :param features_extractor: an observation extractor before the trunk (``None``: the trunk reads the observation).
     """
 
     def __init__(
@@ -291,8 +292,12 @@ class Actor(nn.Module):
         use_expln: bool = False,
         clip_mean: float = 2.0,
         full_std: bool = True,
+        features_extractor: nn.Module | None = None,
     ) -> None:
         super().__init__()
+        self.features_extractor = features_extractor
+        if features_extractor is not None:
+            obs_dim = features_extractor.features_dim  # type: ignore[assignment]
         self.net = ContextualNetwork(
             obs_dim, net_arch, activation_fn, merge, context_dim, hypernet_arch, adapter_bottleneck, hypernet_dtype
         )
@@ -327,6 +332,10 @@ class Actor(nn.Module):
             raise ValueError("this Actor belongs to no DMASHPolicy: predict through the policy")
         return owner.predict(observation, state, episode_start, deterministic)
 
+    def extract_features(self, obs: th.Tensor) -> th.Tensor:
+        """What the trunk reads: the observation, or the features extractor's output."""
+        return obs if self.features_extractor is None else self.features_extractor(obs)
+
     def reset_noise(self, batch_size: int = 1) -> None:
         """Sample new gSDE exploration weights (one set per env with ``batch_size`` envs)."""
         if self.action_dist is None:
@@ -353,6 +362,7 @@ class Actor(nn.Module):
         """Actions in [-1, 1]. Without ``context``, ``obs`` is what SB3 code passes: a plain or packed observation,
         read by the policy (see :meth:`DMASHPolicy.read_context`)."""
         obs, context = _read(self, obs, context)
+        obs = self.extract_features(obs)
         if self.use_sde:
             return self._sde_distribution(obs, context).get_actions(deterministic=deterministic)
         mean, log_std = self.distribution_params(obs, context)
@@ -364,6 +374,7 @@ class Actor(nn.Module):
         """A reparametrised action and its log-probability ``(B, 1)`` under the tanh-squashed Gaussian (``context``:
         as in :meth:`forward`)."""
         obs, context = _read(self, obs, context)
+        obs = self.extract_features(obs)
         if self.use_sde:
             distribution = self._sde_distribution(obs, context)
             actions = distribution.get_actions()
@@ -390,6 +401,8 @@ class Critic(nn.Module):
     :param hypernet_arch: hidden sizes of own hypernetworks.
     :param adapter_bottleneck: bottleneck of own adapters.
     :param hypernet_dtype: ``"float32"`` or ``"bfloat16"`` for the own hypernetwork's heads.
+    :param features_extractor: an observation extractor before the trunks (``None``: they read the observation).
+    :param share_features_extractor: the extractor is the actor's: no gradient from the critic loss reaches it.
     """
 
     def __init__(
@@ -404,9 +417,15 @@ class Critic(nn.Module):
         hypernet_arch: list[int] | None = None,
         adapter_bottleneck: int | None = None,
         hypernet_dtype: str = "float32",
+        features_extractor: nn.Module | None = None,
+        share_features_extractor: bool = False,
     ) -> None:
         super().__init__()
         self.n_critics = n_critics
+        self.features_extractor = features_extractor
+        self.share_features_extractor = share_features_extractor
+        if features_extractor is not None:
+            obs_dim = features_extractor.features_dim  # type: ignore[assignment]
         self.q_nets = nn.ModuleList(
             [
                 ContextualNetwork(
@@ -428,6 +447,9 @@ class Critic(nn.Module):
     def forward(self, obs: th.Tensor, actions: th.Tensor, context: RLContext | None = None) -> tuple[th.Tensor, ...]:
         """The Q-values. Without ``context``, ``obs`` is a plain or packed observation (see :meth:`Actor.forward`)."""
         obs, context = _read(self, obs, context)
+        if self.features_extractor is not None:
+            with th.set_grad_enabled(th.is_grad_enabled() and not self.share_features_extractor):
+                obs = self.features_extractor(obs)
         x = th.cat([obs, actions], dim=1)
         if self.q_nets[0].merge == "hypernet_shared" and context.adapter is not None:
             # one batched adapter call for all Q-networks: the shared weights are read once
@@ -488,10 +510,12 @@ class DMASHPolicy(BasePolicy):
     :param log_std_init: gSDE: initial log standard deviation (as SB3's SAC policy).
     :param use_expln: gSDE: ``expln`` instead of ``exp`` for a positive standard deviation.
     :param clip_mean: gSDE: clip the actor's mean to ``[-clip_mean, clip_mean]`` (0: no clipping).
-    :param features_extractor_class: SB3's observation extractor: only ``None`` or ``FlattenExtractor`` (what the
-        networks read of a flat observation) for now.
-    :param features_extractor_kwargs: its kwargs (unused).
-    :param share_features_extractor: SB3's option; without a learned extractor there is nothing to share.
+    :param features_extractor_class: an observation extractor (SB3's ``BaseFeaturesExtractor``) before the actor's and
+        the critics' trunks, one per network as SAC's; ``None`` or ``FlattenExtractor``: they read the observation. The
+        context encoder and the forward model read the raw transitions, and observed context values (Concat) bypass it.
+    :param features_extractor_kwargs: its keyword arguments.
+    :param share_features_extractor: the critics use the actor's extractor, trained by the actor loss only (SAC's
+        semantics).
     :param normalize_images: SB3's option; observations are flat vectors, so it has no effect.
     """
 
@@ -540,12 +564,10 @@ class DMASHPolicy(BasePolicy):
         share_features_extractor: bool = False,
         normalize_images: bool = True,
     ) -> None:
-        if features_extractor_class is not None and features_extractor_class is not FlattenExtractor:
-            raise ValueError(
-                f"features_extractor_class={getattr(features_extractor_class, '__name__', features_extractor_class)}: "
-                "DMASHPolicy does not take an observation features extractor yet (its networks and the context encoder "
-                "read the flat observation); leave it unset"
-            )
+        if features_extractor_class is not None and not (
+            isinstance(features_extractor_class, type) and issubclass(features_extractor_class, nn.Module)
+        ):
+            raise ValueError(f"features_extractor_class={features_extractor_class!r} must be a BaseFeaturesExtractor subclass")
         if not isinstance(observation_space, spaces.Box) or len(observation_space.shape) != 1:
             raise ValueError(f"DMASHPolicy needs a flat Box observation space, got {observation_space}")
         if not isinstance(action_space, spaces.Box):
@@ -619,6 +641,10 @@ class DMASHPolicy(BasePolicy):
         self.history_len = int(history_len)
         self.history_on_episode_start = history_on_episode_start
         self.log_std_bounds = tuple(log_std_bounds)
+        # FlattenExtractor (SB3's default) is what the networks do with a flat observation anyway: no module
+        self.features_extractor_class = None if features_extractor_class is FlattenExtractor else features_extractor_class
+        self.features_extractor_kwargs = dict(features_extractor_kwargs or {})
+        self.share_features_extractor = bool(share_features_extractor)
         self.sde_kwargs = {
             "use_sde": bool(use_sde),
             "log_std_init": log_std_init,
@@ -679,6 +705,7 @@ class DMASHPolicy(BasePolicy):
             adapter_bottleneck=kw["adapter_bottleneck"],
             hypernet_dtype=kw["hypernet_dtype"],
         )
+        actor_extractor = self.make_features_extractor()
         self.actor = Actor(
             net_obs_dim,
             self.action_dim,
@@ -687,11 +714,21 @@ class DMASHPolicy(BasePolicy):
             self.log_std_bounds,  # type: ignore[arg-type]
             **rl_kwargs,  # type: ignore[arg-type]
             **self.sde_kwargs,
+            features_extractor=actor_extractor,
         )
         self.actor.optimizer = self.optimizer_class(self.actor.parameters(), lr=lr_schedule(1), **self.optimizer_kwargs)
-        self.critic = Critic(net_obs_dim, self.action_dim, qf_arch, self.activation_fn, self.n_critics, **rl_kwargs)
-        self.critic.optimizer = self.optimizer_class(self.critic.parameters(), lr=lr_schedule(1), **self.optimizer_kwargs)
-        self.critic_target = Critic(net_obs_dim, self.action_dim, qf_arch, self.activation_fn, self.n_critics, **rl_kwargs)
+        share = self.share_features_extractor
+        critic_extractor = actor_extractor if share else self.make_features_extractor()
+        critic_args = (net_obs_dim, self.action_dim, qf_arch, self.activation_fn, self.n_critics)
+        self.critic = Critic(*critic_args, **rl_kwargs, features_extractor=critic_extractor, share_features_extractor=share)
+        # As SB3: a shared extractor is trained by the actor loss only
+        critic_parameters = [
+            p for name, p in self.critic.named_parameters() if not (share and name.startswith("features_extractor."))
+        ]
+        self.critic.optimizer = self.optimizer_class(critic_parameters, lr=lr_schedule(1), **self.optimizer_kwargs)
+        self.critic_target = Critic(
+            *critic_args, **rl_kwargs, features_extractor=self.make_features_extractor(), share_features_extractor=share
+        )
         self.critic_target.load_state_dict(self.critic.state_dict())
         self.critic_target.train(False)
         if self.context is not None:
@@ -706,6 +743,15 @@ class DMASHPolicy(BasePolicy):
         self.rollout_windows: Callable[[np.ndarray], np.ndarray | None] | None = None
         # The actor answers SB3's `model.actor.predict` through its policy (a plain reference: not a submodule)
         object.__setattr__(self.actor, "_owner", self)
+
+    def make_features_extractor(self) -> BaseFeaturesExtractor | None:
+        """A new observation extractor for the actor or a critic (``None``: the networks read the observation)."""
+        if self.features_extractor_class is None:
+            return None
+        low, high = self.observation_space.low, self.observation_space.high  # type: ignore[attr-defined]
+        n = self.obs_dim - self.context_obs_dim  # observed context values go to the networks as z, not through it
+        space = spaces.Box(low[:n], high[:n], dtype=self.observation_space.dtype)  # type: ignore[arg-type]
+        return self.features_extractor_class(space, **self.features_extractor_kwargs)
 
     def _add_context_optimizer_state(self, optimizer: th.optim.Optimizer, state: dict[str, Any]) -> dict[str, Any]:
         assert self.context is not None
@@ -734,6 +780,9 @@ class DMASHPolicy(BasePolicy):
                 critic_detach=self.critic_detach,
                 log_std_bounds=self.log_std_bounds,
                 **self.sde_kwargs,
+                features_extractor_class=self.features_extractor_class,
+                features_extractor_kwargs=self.features_extractor_kwargs,
+                share_features_extractor=self.share_features_extractor,
                 n_critics=self.n_critics,
                 history_on_episode_start=self.history_on_episode_start,
                 optimizer_class=self.optimizer_class,
