@@ -24,8 +24,8 @@ import torch as th
 
 import aib
 from sb3_dmash import DMASHSAC
-from sb3_dmash.diagnostics import collect_embeddings, linear_probe_accuracy
-from sb3_dmash.utils import tune_malloc
+from sb3_dmash.experiments.diagnostics import collect_embeddings, linear_probe_accuracy
+from sb3_dmash.experiments.utils import tune_malloc
 
 ENV_ID = "AIB-ODE-v0"
 

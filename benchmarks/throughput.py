@@ -94,7 +94,7 @@ def worker(config: str, env_id: str, vector_steps: int, learning_starts: int) ->
 
     import aib
     from sb3_dmash import DMASHSAC
-    from sb3_dmash.utils import tune_malloc
+    from sb3_dmash.experiments.utils import tune_malloc
 
     th.set_num_threads(1)
     malloc_tuned = tune_malloc()  # our entry points opt in (docs/performance.md)

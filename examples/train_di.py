@@ -36,7 +36,7 @@ from stable_baselines3 import SAC
 
 import aib
 from sb3_dmash import DMASHSAC
-from sb3_dmash.utils import tune_malloc
+from sb3_dmash.experiments.utils import tune_malloc
 
 ENV_ID = "AIB-DI-v0"
 N_ENVS = 20

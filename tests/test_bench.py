@@ -1,4 +1,4 @@
-"""``sb3-dmash bench`` / ``sb3_dmash.bench.run_grid``: the table, kill-and-resume, crash reports, the Ray backend.
+"""``sb3-dmash bench`` / ``sb3_dmash.experiments.bench.run_grid``: the table, kill-and-resume, crash reports, the Ray backend.
 
 The grid is 2 envs x 2 methods x 2 seeds (AIB-DI-v0 and AIB-ODE-v0; dmash and dr) at a tiny budget: 4 random and 8
 learning vector steps, tiny networks, one scored episode per context, ``final2`` evaluations (steps 4 and 8).
@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from sb3_dmash import bench, cli
+from sb3_dmash.experiments import bench, cli
 
 ROOT = Path(__file__).resolve().parents[1]
 ENVS = ["AIB-DI-v0", "AIB-ODE-v0"]
@@ -65,7 +65,7 @@ def reference(tmp_path_factory):
 def run_cli(args, **kwargs):
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
     return subprocess.Popen(
-        [sys.executable, "-m", "sb3_dmash.cli", *args],
+        [sys.executable, "-m", "sb3_dmash.experiments.cli", *args],
         cwd=ROOT,
         env=env,
         stdout=subprocess.PIPE,
@@ -309,7 +309,7 @@ def kill_after_second_checkpoint_and_resume(spec, tmp_path, monkeypatch, check_s
     assert the same evaluations and the same final weights. ``check_state(model)`` runs at the kill."""
     import torch as th
 
-    from sb3_dmash.run_checkpoint import RunCheckpoint
+    from sb3_dmash.experiments.run_checkpoint import RunCheckpoint
 
     reference, _ = bench.train_and_evaluate(spec, str(tmp_path / "reference.zip"), str(tmp_path / "ckpt_reference"))
     save, saves = RunCheckpoint.save, []
@@ -547,8 +547,8 @@ def test_recurrent_ppo_in_run_checkpoint_resumes_exactly(tmp_path, monkeypatch):
 def test_fault_protocol_in_bench_faults_and_report(tmp_path, capsys):
     """--invert-at evaluates with the fault protocol; `sb3-dmash faults` does it for a study's saved models; the report
     adds the post-fault table and the reward traces around the fault."""
-    from sb3_dmash import cli
-    from sb3_dmash.report import make_report
+    from sb3_dmash.experiments import cli
+    from sb3_dmash.experiments.report import make_report
 
     args = dict(GRID, eval_schedule="every", splits=("eval_out",))
     plain = bench.make_grid(["AIB-DI-v0"], ["dr"], [0], **{k: v for k, v in args.items() if k != "policy_kwargs"})[0]

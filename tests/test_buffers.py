@@ -545,7 +545,7 @@ def test_stratified_buffer_is_sb3_buffer_without_stratification():
 
 def test_bench_capacity_is_1e5_per_context():
     """In bench runs every column keeps the reference's 1e5 real transitions; windowed methods get warm-up room on top."""
-    from sb3_dmash.bench import RunSpec, _default_buffer_size
+    from sb3_dmash.experiments.bench import RunSpec, _default_buffer_size
 
     free = RunSpec(env_id="AIB-DI-v0", method="dr", seed=0, budget=100_000)
     assert _default_buffer_size(free) == 20 * 100_000

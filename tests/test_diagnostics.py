@@ -13,8 +13,9 @@ from scipy import integrate
 from scipy.stats import norm
 
 import aib
-from sb3_dmash import DMASHSAC, cli
-from sb3_dmash.diagnostics import (
+from sb3_dmash import DMASHSAC
+from sb3_dmash.experiments import cli
+from sb3_dmash.experiments.diagnostics import (
     context_means,
     cosine_color_range,
     cosine_figure,

@@ -11,8 +11,9 @@ import torch as th
 from stable_baselines3.common.vec_env import VecEnvWrapper
 
 import aib
-from sb3_dmash import DMASHSAC, bench
+from sb3_dmash import DMASHSAC
 from sb3_dmash.common.divergence import DivergenceError, FiniteGuard
+from sb3_dmash.experiments import bench
 
 SMALL = dict(net_arch=[16], hypernet_arch=[8], encoder_dim=8)
 HUGE_LR = dict(learning_rate=1e12, critic_learning_rate=1e12, context_learning_rate=1e12)

@@ -19,9 +19,10 @@ from stable_baselines3.common.buffers import ReplayBuffer
 from stable_baselines3.common.env_util import make_vec_env
 
 import aib
-from sb3_dmash import DMASHSAC, DMASHPolicy, diagnostics, report, zoo
-from sb3_dmash.bench import make_grid
-from sb3_dmash.utils import require
+from sb3_dmash import DMASHSAC, DMASHPolicy, zoo
+from sb3_dmash.experiments import diagnostics, report
+from sb3_dmash.experiments.bench import make_grid
+from sb3_dmash.experiments.utils import require
 
 POLICY_KWARGS = dict(net_arch=[16], hypernet_arch=[8], encoder_dim=8)
 

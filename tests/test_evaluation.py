@@ -19,7 +19,7 @@ from stable_baselines3.common.logger import configure
 import aib
 from aib.evaluation import DEFAULT_N_EPISODES, SplitResult
 from sb3_dmash import DMASHSAC
-from sb3_dmash.common.callbacks import AIBEvalCallback
+from sb3_dmash.experiments.callbacks import AIBEvalCallback
 
 POLICY_KWARGS = dict(net_arch=[16], hypernet_arch=[8], encoder_dim=8)
 K = 24  # DI's window

@@ -13,7 +13,7 @@ import torch as th
 import aib
 from sb3_dmash import DMASHSAC
 from sb3_dmash.common.callbacks import DynamicsAlignmentCallback
-from sb3_dmash.diagnostics import collect_embeddings, linear_probe_accuracy
+from sb3_dmash.experiments.diagnostics import collect_embeddings, linear_probe_accuracy
 
 # With uniform random actions on AIB-DI-v0 the best context-free prediction of s' - s leaves a mean squared error of
 # about 0.0022 (the velocity change c * a * dt / m with an unknown sign c: E[a^2] dt^2 E[1/m^2] / 2 over the 4

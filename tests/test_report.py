@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 from scipy.stats import trim_mean
 
-from sb3_dmash import bench, cli, stats
-from sb3_dmash.report import final_scores, load_frame, make_report, normalisation_bounds
+from sb3_dmash.experiments import bench, cli, stats
+from sb3_dmash.experiments.report import final_scores, load_frame, make_report, normalisation_bounds
 
 ENVS = {  # env id -> (class, bounds hi or None, mean return per method)
     "AIB-DI-v0": ("non-overlap", 100.0, {"dmash": 70, "dr": 35, "concat": 60}),

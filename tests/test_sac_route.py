@@ -16,7 +16,7 @@ import aib
 from sb3_dmash import DMASHPolicy, HistoryReplayBuffer
 from sb3_dmash.common.callbacks import DynamicsAlignmentCallback
 from sb3_dmash.common.windows import initial_window
-from sb3_dmash.diagnostics import collect_embeddings, linear_probe_accuracy
+from sb3_dmash.experiments.diagnostics import collect_embeddings, linear_probe_accuracy
 
 SMALL = dict(net_arch=[16, 16], hypernet_arch=[8], encoder_dim=8)
 

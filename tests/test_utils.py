@@ -6,7 +6,7 @@ import sys
 import numpy as np
 import torch as th
 
-from sb3_dmash.utils import tune_malloc
+from sb3_dmash.experiments.utils import tune_malloc
 
 RECORD_MALLOPT = """
 import ctypes
@@ -22,10 +22,10 @@ class Recorder:
         return attr
 ctypes.CDLL = Recorder
 import torch
-import aib, sb3_dmash, sb3_dmash.zoo, sb3_dmash.bench, sb3_dmash.cli
+import aib, sb3_dmash, sb3_dmash.zoo, sb3_dmash.experiments.bench, sb3_dmash.experiments.cli
 from sb3_dmash import DMASHSAC
 print("on import", len(calls))
-from sb3_dmash.utils import tune_malloc
+from sb3_dmash.experiments.utils import tune_malloc
 print("tuned", tune_malloc(), len(calls))
 print("matmul backend", torch.backends.mkldnn.matmul.fp32_precision)
 """

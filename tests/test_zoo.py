@@ -126,7 +126,7 @@ def test_yml_entries_follow_the_paper(name: str) -> None:
 
 def test_ppo_lstm_yml_matches_the_environment_step_budgets() -> None:
     # RecurrentPPO sees as many environment steps as the off-policy methods: (5,000 random + budget) vector steps x 20
-    from sb3_dmash import bench
+    from sb3_dmash.experiments import bench
 
     ours = ROOT / "hyperparams" / "ppo_lstm.yml"
     entries = _yml("ppo_lstm.yml")

@@ -95,7 +95,7 @@ class RunCheckpoint:
         :param extra: picklable state of the caller (evaluation history, elapsed time...), returned by :meth:`load`.
         :return: the snapshot's folder.
         """
-        from sb3_dmash.bench import atomic_write_text
+        from sb3_dmash.experiments.bench import atomic_write_text
 
         assert model.env is not None
         base = _base_vec_env(model.env)

@@ -103,7 +103,7 @@ def _bench_parser(sub: Any) -> None:
 
 
 def _bench(args: argparse.Namespace) -> int:
-    from sb3_dmash.bench import env_key, run_grid
+    from sb3_dmash.experiments.bench import env_key, run_grid
 
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     if args.suite:
@@ -169,7 +169,7 @@ def _faults_parser(sub: Any) -> None:
 
 
 def _faults(args: argparse.Namespace) -> int:
-    from sb3_dmash.bench import evaluate_faults
+    from sb3_dmash.experiments.bench import evaluate_faults
 
     if args.eval_episodes is not None and args.eval_episodes < 1:
         raise ValueError(f"--eval-episodes {args.eval_episodes} must be an integer >= 1")
@@ -224,7 +224,7 @@ def _report_parser(sub: Any) -> None:
 def _report(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from sb3_dmash.report import make_report
+    from sb3_dmash.experiments.report import make_report
 
     out = args.out
     if out is None:
@@ -267,7 +267,7 @@ def _diagnose_parser(sub: Any) -> None:
 
 
 def _diagnose(args: argparse.Namespace) -> int:
-    from sb3_dmash.diagnostics import check_rollout_args, diagnose, load_model
+    from sb3_dmash.experiments.diagnostics import check_rollout_args, diagnose, load_model
 
     check_rollout_args(n_episodes=args.episodes, steps_per_episode=args.steps, k=args.k)  # before the slow load
     model = load_model(args.model)
@@ -307,7 +307,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from sb3_dmash.bench import FolderInUseError
+    from sb3_dmash.experiments.bench import FolderInUseError
 
     parser = build_parser()
     args = parser.parse_args(argv)

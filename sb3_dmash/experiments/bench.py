@@ -3,7 +3,7 @@
 Every run trains one model (``DMASHSAC(method=...)``, SB3's plain ``SAC`` for ``method="sac"``, sb3-contrib's
 ``RecurrentPPO`` for ``method="recurrent_ppo"``) on the 20
 training contexts of one environment (sub-env ``i`` runs context ``i``), evaluates it with the AIB protocol
-(:class:`~sb3_dmash.common.callbacks.AIBEvalCallback`) every ``eval_every`` vector steps and at the end, and returns
+(:class:`~sb3_dmash.experiments.callbacks.AIBEvalCallback`) every ``eval_every`` vector steps and at the end, and returns
 one record per split and evaluation step. Budgets are in **vector steps** (one ``step`` of all sub-envs).
 
 Layout of the output folder::
@@ -22,7 +22,7 @@ spec it stores equals the run's spec; a finished run is never redone. The run id
 seed plus a hash of the whole spec (budget, network sizes, eval settings...), so changing any setting makes new runs
 instead of reusing old ones. Each file is written atomically (a temporary file in the same folder, ``fsync``, then
 ``os.replace``), so killing the process at any moment leaves either the finished file or nothing. An unfinished run
-continues from its last in-run checkpoint (:class:`~sb3_dmash.run_checkpoint.RunCheckpoint`, written after every
+continues from its last in-run checkpoint (:class:`~sb3_dmash.experiments.run_checkpoint.RunCheckpoint`, written after every
 evaluation) and produces the numbers of an uninterrupted run. A run whose losses, parameters or actions become
 non-finite is stored as ``"diverged"`` with its reason and kept out of the tables. A crashed run writes
 ``<run_id>.error.json`` with its traceback, is listed in the summary and makes the command exit non-zero; it is retried
@@ -570,7 +570,7 @@ def _limit_threads() -> None:
     os.environ["MKL_NUM_THREADS"] = "1"
     import torch as th
 
-    from sb3_dmash.utils import tune_malloc
+    from sb3_dmash.experiments.utils import tune_malloc
 
     th.set_num_threads(1)
     tune_malloc()
@@ -670,15 +670,15 @@ def train_and_evaluate(
     :param spec: the run.
     :param model_path: where to save the trained model (``model.save``), or ``None``.
     :param checkpoint_dir: snapshot the run there after every evaluation and, if a snapshot is there already, resume
-        from it exactly (:class:`~sb3_dmash.run_checkpoint.RunCheckpoint`): the resumed run produces the same
+        from it exactly (:class:`~sb3_dmash.experiments.run_checkpoint.RunCheckpoint`): the resumed run produces the same
         evaluations as an uninterrupted one.
     :param progress: print the run's progress with an ETA to stderr (after each evaluation, and every 2 minutes).
     :raises RunDiverged: on a non-finite loss, parameter or action.
     """
     import warnings
 
-    from sb3_dmash.common.callbacks import AIBEvalCallback
-    from sb3_dmash.run_checkpoint import RunCheckpoint
+    from sb3_dmash.experiments.callbacks import AIBEvalCallback
+    from sb3_dmash.experiments.run_checkpoint import RunCheckpoint
 
     _limit_threads()
     # SB3's make_vec_env asks every env for render_mode="rgb_array", which the AIB envs do not list: noise in a sweep
@@ -1303,7 +1303,7 @@ def _run_locked_grid(
             failed.pop(run_id, None)
             write_tables(out, collect_rows(out))
             if checkpoint_dir is not None:  # the results are stored: the snapshots are no longer needed
-                from sb3_dmash.run_checkpoint import RunCheckpoint
+                from sb3_dmash.experiments.run_checkpoint import RunCheckpoint
 
                 RunCheckpoint(Path(checkpoint_dir) / run_id).remove()
             if payload["status"] == "diverged":

@@ -29,8 +29,8 @@ from typing import Any
 
 import numpy as np
 
-from sb3_dmash import stats
-from sb3_dmash.utils import require
+from sb3_dmash.experiments import stats
+from sb3_dmash.experiments.utils import require
 
 SPLITS = ("train", "eval_in", "eval_out")
 SPLIT_NAMES = {"train": "Train", "eval_in": "Eval-in", "eval_out": "Eval-out", "aggregated": "Aggregated"}
@@ -71,7 +71,7 @@ def load_frame(results: str | os.PathLike | Sequence[Mapping[str, Any]]) -> Any:
     """The results rows as a DataFrame (a bench folder, a CSV or JSONL table, or a list of row dicts)."""
     pd = require("pandas", "analysis")  # a clear error without sb3-dmash[analysis]
 
-    from sb3_dmash.bench import load_results
+    from sb3_dmash.experiments.bench import load_results
 
     rows = load_results(results) if isinstance(results, (str, os.PathLike)) else [dict(r) for r in results]
     if not rows:
@@ -86,7 +86,7 @@ def load_frame(results: str | os.PathLike | Sequence[Mapping[str, Any]]) -> Any:
     if "env_name" not in frame:
         frame["env_name"] = frame["env"]
     if "method_name" not in frame:
-        from sb3_dmash.bench import method_display_name
+        from sb3_dmash.experiments.bench import method_display_name
 
         frame["method_name"] = frame["method"].map(method_display_name)
     if "env_class" not in frame:
@@ -378,8 +378,9 @@ def bench_folder(results: Any) -> Path | None:
 
 
 def find_diverged(results: Any) -> list[dict[str, Any]]:
-    """The diverged runs of the bench folder behind ``results`` (:func:`sb3_dmash.bench.diverged_runs`), or ``[]``."""
-    from sb3_dmash.bench import diverged_runs
+    """The diverged runs of the bench folder behind ``results`` (:func:`~sb3_dmash.experiments.bench.diverged_runs`),
+    or ``[]``."""
+    from sb3_dmash.experiments.bench import diverged_runs
 
     folder = bench_folder(results)
     return [] if folder is None else diverged_runs(folder)

@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 import torch as th
 
-from sb3_dmash.utils import require
+from sb3_dmash.experiments.utils import require
 
 
 def collect_embeddings(
