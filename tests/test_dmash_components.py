@@ -170,9 +170,9 @@ def test_manual_dynamics_updates_do_not_accumulate_batches():
     callback.init_callback(model)
     for _ in range(5):
         callback.update(gradient_steps=3)
-    assert len(model.shared_batches) == 3  # only the last call's batches wait for train()
+    assert len(model._round_batches) == 3  # only the last call's batches wait for train()
     model.train(gradient_steps=3, batch_size=32)
-    assert model.shared_batches == []
+    assert model._round_batches == []
 
 
 def test_dynamics_updates_match_update_rounds():

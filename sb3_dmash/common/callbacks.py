@@ -25,8 +25,9 @@ class DynamicsAlignmentCallback(BaseCallback):
     It runs at the end of each rollout, right before ``train()``, and does exactly as many updates as ``train()``
     will do gradient steps (``gradient_steps``, or one per collected transition when it is -1).
 
-    - With ``DMASHSAC`` (which attaches it by itself), each update's batch is handed on to ``train()``, so the
-      dynamics, critic and actor updates of a round use the same batch, as in the reference. With ``train_freq=1``
+    - With ``DMASHSAC`` (which attaches it by itself), the updates use the batches of the coming update rounds
+      (``DMASHSAC.draw_round_batches``), so the dynamics, critic and actor updates of a round use the same batch, as
+      in the reference. With ``train_freq=1``
       and ``gradient_steps=1`` each vector step runs dynamics update -> critic -> actor, the reference's order.
     - With SB3's ``SAC`` (``SAC(DMASHPolicy, env, replay_buffer_class=HistoryReplayBuffer)``), it makes the
       policy usable by SAC's own update: the buffer packs each sampled observation with its window (``pack_windows``),
@@ -154,19 +155,23 @@ class DynamicsAlignmentCallback(BaseCallback):
         model = self.model
         policy = model.policy
         context = policy.context
-        schedule = model.lr_schedule if self._sb3_route else model.context_lr_schedule
-        lr = schedule(model._current_progress_remaining)
+        if self._sb3_route:  # SB3's SAC: batches of our own, SAC's learning rate
+            lr = model.lr_schedule(model._current_progress_remaining)
+            batches = [
+                model.replay_buffer.sample(model.batch_size, env=model.get_vec_normalize_env()) for _ in range(gradient_steps)
+            ]
+        else:  # DMASHSAC: the batches its coming update rounds use too
+            lr = model.current_context_learning_rate()
+            batches = model.draw_round_batches(gradient_steps)
         update_learning_rate(context.optimizer, lr)
-        losses, batches = [], []
+        losses = []
         guard = self._get_guard()
-        for _ in range(gradient_steps):
-            data = model.replay_buffer.sample(model.batch_size, env=model._vec_normalize_env)
+        for data in batches:
             if self._sb3_route:
                 obs = data.observations[:, : policy.obs_dim]  # packed: [s, window]
                 next_obs = data.next_observations[:, : policy.obs_dim]
                 window = data.history[:, 1:]
             else:
-                batches.append(data)
                 obs, next_obs, window = data.observations, data.next_observations, model.context_window(data)
             loss = context.dynamics_loss(obs, data.actions, next_obs, window)
             context.optimizer.zero_grad(set_to_none=True)
@@ -176,7 +181,5 @@ class DynamicsAlignmentCallback(BaseCallback):
             losses.append(loss.item())
             if guard.end_round():
                 self.check_finite()
-        if not self._sb3_route:
-            model.shared_batches = batches  # the coming train() reuses them (replaced, never accumulated)
         self.logger.record("train/dynamics_loss", float(np.mean(losses)))
         self.logger.record("train/context_learning_rate", lr)

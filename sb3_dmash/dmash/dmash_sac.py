@@ -283,7 +283,7 @@ class DMASHSAC(OffPolicyAlgorithm):
         self.log_ent_coef: th.Tensor | None = None
         self.ent_coef_optimizer: th.optim.Adam | None = None
         # Batches the dynamics-alignment callback drew for the coming train() call (the round shares one batch).
-        self.shared_batches: list[HistoryReplayBufferSamples] = []
+        self._round_batches: list[HistoryReplayBufferSamples] = []
         # Rollout-time context windows, one row per sub-env (not saved: rebuilt at the start of learn()).
         self._rollout_window: np.ndarray | None = None
         self._warmup_pending = False
@@ -520,6 +520,22 @@ class DMASHSAC(OffPolicyAlgorithm):
             self._last_original_obs = self._vec_normalize_env.get_original_obs()
 
     # ------------------------------------------------------------------ training
+    def draw_round_batches(self, n_rounds: int) -> list[HistoryReplayBufferSamples]:
+        """The batches of the next ``n_rounds`` update rounds: the dynamics update of each round
+        (:class:`DynamicsAlignmentCallback`) and then ``train()`` use the same one, as the reference does.
+
+        Each call replaces the batches still waiting (a dynamics update called by hand leaves at most its own).
+        """
+        self._round_batches = [
+            self.replay_buffer.sample(self.batch_size, env=self.get_vec_normalize_env())  # type: ignore[union-attr]
+            for _ in range(n_rounds)
+        ]
+        return list(self._round_batches)
+
+    def current_context_learning_rate(self) -> float:
+        """The learning rate of the encoder, hypernetwork and forward model at the current progress."""
+        return float(self.context_lr_schedule(self._current_progress_remaining))
+
     def _update_learning_rates(self) -> None:
         progress = self._current_progress_remaining
         rates = {
@@ -541,7 +557,7 @@ class DMASHSAC(OffPolicyAlgorithm):
         ent_coef_losses, ent_coefs, actor_losses, critic_losses = [], [], [], []
         guard = self._get_finite_guard()
 
-        shared, self.shared_batches = self.shared_batches, []
+        shared, self._round_batches = self._round_batches, []
         for step in range(gradient_steps):
             if step < len(shared):
                 data = shared[step]  # the batch of this round's dynamics update, as the reference
@@ -745,7 +761,7 @@ class DMASHSAC(OffPolicyAlgorithm):
             "_target_params",
             "_online_stats",
             "_target_stats",
-            "shared_batches",
+            "_round_batches",
             "_rollout_window",
             "_finite_guard",
             "_last_dump_timesteps",
