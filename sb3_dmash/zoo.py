@@ -181,11 +181,14 @@ def sample_dmash_sac_params(trial: Any, n_actions: int, n_envs: int, additional_
         "batch_size_pow": trial.suggest_categorical("batch_size_pow", list(BATCH_SIZE_POWS)),
         "net_arch": trial.suggest_categorical("net_arch", list(NET_ARCH)),
     }
-    if settings.get("context_source") == "inferred":
+    from sb3_dmash.dmash.routing import ContextRouting
+
+    routing = ContextRouting.from_settings(settings)
+    if routing.infers_context:
         params["input_mask_prob"] = trial.suggest_float("input_mask_prob", 0.0, 0.6)
         params["history_len"] = trial.suggest_categorical("history_len", list(HISTORY_LENS))
         params["context_dim"] = trial.suggest_categorical("context_dim", list(CONTEXT_DIMS))
-    if str(settings.get("rl_merge")).startswith("hypernet") or settings.get("fm_merge") == "hypernet":
+    if routing.adapts_rl_networks or routing.has_context_hypernet:
         params["hypernet_hidden"] = trial.suggest_categorical("hypernet_hidden", list(HYPERNET_HIDDEN))
 
     hyperparams = convert_dmash_sac_params(params)

@@ -65,7 +65,7 @@ def test_dmash_has_exactly_one_hypernetwork_shared_by_all():
     model = make_model("dmash")
     policy = model.policy
     assert hypernets(policy) == [policy.context.hypernet]
-    assert policy.context.fm_merge == "hypernet" and policy.rl_merge == "hypernet_shared"
+    assert policy.context.fm_merge == "hypernet" and policy.routing.rl_merge == "hypernet_shared"
     assert isinstance(policy.context.encoder.input_norm, AvgL1Norm)
     assert isinstance(policy.context.encoder.output_norm, SimNorm)
     assert policy.context.encoder.mask_prob == 0.4
@@ -97,7 +97,7 @@ def test_concat_reads_the_true_context_from_the_observation():
 def test_dma_variants_concatenate_z(method, mask, input_norm, output_norm):
     policy = make_model(method).policy
     assert not hypernets(policy)
-    assert policy.context.fm_merge == "concat" and policy.rl_merge == "concat"
+    assert policy.context.fm_merge == "concat" and policy.routing.rl_merge == "concat"
     encoder = policy.context.encoder
     assert encoder.mask_prob == mask
     assert isinstance(encoder.input_norm, input_norm) and isinstance(encoder.output_norm, output_norm)
@@ -156,7 +156,7 @@ def test_actor_update_alone_moves_the_encoder_without_actor_detach():
 
 def test_separate_hypernetworks_ablation():
     policy = make_model(shared_hypernet=False).policy
-    assert policy.rl_merge == "hypernet"
+    assert policy.routing.rl_merge == "hypernet"
     assert len(hypernets(policy.actor)) == 1 and len(hypernets(policy.critic)) == 2
     assert policy.context.hypernet is not None and policy.context.fm_merge == "hypernet"  # the forward model keeps its own
 

@@ -70,7 +70,7 @@ class DynamicsAlignmentCallback(BaseCallback):
         if policy.context is None or not policy.context.has_forward_model:
             raise ValueError(
                 "DynamicsAlignmentCallback: this DMASHPolicy has no forward model to train "
-                f"(context_source={policy.context_source!r}, fm_merge={policy.context_kwargs['fm_merge']!r})"
+                f"(context_source={policy.routing.source!r}, fm_merge={policy.routing.fm_merge!r})"
             )
         buffer = getattr(model, "replay_buffer", None)
         if not isinstance(buffer, HistoryReplayBuffer):

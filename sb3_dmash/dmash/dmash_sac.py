@@ -34,6 +34,7 @@ from sb3_dmash.common.type_aliases import HistoryReplayBufferSamples
 from sb3_dmash.common.windows import initial_window, normalize_window, push_transition
 from sb3_dmash.dmash.policies import DMASHPolicy, MlpPolicy
 from sb3_dmash.dmash.presets import resolve_method
+from sb3_dmash.dmash.routing import ContextRouting
 
 SelfDMASHSAC = TypeVar("SelfDMASHSAC", bound="DMASHSAC")
 
@@ -308,7 +309,7 @@ class DMASHSAC(OffPolicyAlgorithm):
         if self.history_len is None:
             self.history_len = _aib_history_len(self.env) or DEFAULT_HISTORY_LEN
         self.policy_kwargs["history_len"] = self.history_len
-        if self.policy_kwargs.get("context_source") == "observed" and not self.policy_kwargs.get("context_obs_dim"):
+        if self.routing.observes_context and not self.policy_kwargs.get("context_obs_dim"):
             self.policy_kwargs["context_obs_dim"] = _observed_context_dim(self.env, self.method)
         self.replay_buffer_kwargs = {"handle_timeout_termination": False, **self.replay_buffer_kwargs}
         if self.uses_history:
@@ -350,9 +351,15 @@ class DMASHSAC(OffPolicyAlgorithm):
             self.ent_coef_tensor = th.tensor(float(self.ent_coef), device=self.device)
 
     @property
+    def routing(self) -> ContextRouting:
+        """How the method's context reaches the networks (``method=`` and the ablation switches, resolved)."""
+        policy = getattr(self, "policy", None)
+        return policy.routing if policy is not None else ContextRouting.from_settings(self.policy_kwargs)
+
+    @property
     def uses_history(self) -> bool:
         """Whether the method reads a window of past transitions (rollout window, history replay, warm-up)."""
-        return self.policy_kwargs.get("context_source", "inferred") == "inferred"
+        return self.routing.infers_context
 
     def _create_aliases(self) -> None:
         self.actor = self.policy.actor
@@ -575,7 +582,7 @@ class DMASHSAC(OffPolicyAlgorithm):
             with th.no_grad():
                 if self.history_alignment == "causal" and self.uses_history:
                     next_context = policy.rl_context(next_obs, self.context_window(data, next_step=True), training=True)
-                elif policy.context_source == "observed":
+                elif policy.routing.observes_context:
                     next_context = policy.rl_context(next_obs, None, training=True)
                 else:
                     next_context = context.detach()

@@ -26,11 +26,9 @@ from torch.nn import functional as F
 from sb3_dmash.common.context_encoders import LSTMContextEncoder, ProbabilisticLSTMContextEncoder
 from sb3_dmash.common.hypernetworks import HEAD_DTYPES, AdaptedMLP, AdapterWeights, HyperNetwork, apply_adapter
 from sb3_dmash.common.windows import ContextState, entry_dim, initial_window, push_transition, unpack
+from sb3_dmash.dmash.routing import FM_MERGES, ContextRouting
 
 HISTORY_ON_EPISODE_START = ("reset", "keep")
-CONTEXT_SOURCES = ("inferred", "observed", "none")
-RL_MERGES = ("hypernet_shared", "hypernet", "concat", "none")
-FM_MERGES = ("hypernet", "concat", None)
 ENCODERS = ("lstm", "plstm")
 LOG_2PI = math.log(2 * math.pi)
 CONTEXT_OPTIMIZER_KEY = "context_optimizer"  # the context optimiser's state inside the critics' optimiser's state
@@ -211,7 +209,7 @@ class ContextualNetwork(nn.Module):
     :param input_dim: size of the input without the context.
     :param net_arch: trunk hidden sizes.
     :param activation_fn: activation between layers.
-    :param merge: one of :data:`RL_MERGES`.
+    :param merge: one of :data:`~sb3_dmash.dmash.routing.RL_MERGES`.
     :param context_dim: size of z (for ``"concat"`` and ``"hypernet"``).
     :param hypernet_arch: hidden sizes of the own hypernetwork.
     :param adapter_bottleneck: bottleneck of the own adapter.
@@ -575,27 +573,15 @@ class DMASHPolicy(BasePolicy):
         _check_int("history_len", history_len)
         _check_int("context_dim", context_dim)
         _check_choice("history_on_episode_start", history_on_episode_start, HISTORY_ON_EPISODE_START)
-        _check_choice("context_source", context_source, CONTEXT_SOURCES)
-        _check_choice("rl_merge", rl_merge, RL_MERGES)
-        _check_choice("fm_merge", fm_merge, FM_MERGES)
         _check_choice("hypernet_dtype", hypernet_dtype, tuple(HEAD_DTYPES))
-        allowed_merges = {
-            "inferred": ("hypernet_shared", "hypernet", "concat"),
-            "observed": ("hypernet", "concat"),
-            "none": ("none",),
-        }
-        if rl_merge not in allowed_merges[context_source]:
-            raise ValueError(
-                f"rl_merge={rl_merge!r} does not work with context_source={context_source!r}; "
-                f"expected one of {allowed_merges[context_source]}"
-            )
-        if context_source == "observed":
+        routing = ContextRouting(context_source, rl_merge, fm_merge)
+        if routing.observes_context:
             _check_int("context_obs_dim", context_obs_dim)
             if context_obs_dim >= int(np.prod(observation_space.shape)):
                 raise ValueError(
                     f"context_obs_dim={context_obs_dim} must be smaller than the observation size {observation_space.shape}"
                 )
-        if context_source == "inferred" and fm_merge is None and actor_detach and critic_detach:
+        if routing.infers_context and not routing.has_forward_model and actor_detach and critic_detach:
             raise ValueError(
                 "fm_merge=None (no dynamics alignment) with actor_detach=True and critic_detach=True would never train "
                 "the encoder; set critic_detach=False (or actor_detach=False) to train it with the RL losses"
@@ -619,9 +605,9 @@ class DMASHPolicy(BasePolicy):
             pi_arch = qf_arch = fm_arch = list(net_arch)
         # Adapters act on the last hidden layer: what is adapted needs one. Networks that adapt nothing may be linear.
         unadaptable = []
-        if rl_merge in ("hypernet_shared", "hypernet"):
+        if routing.adapts_rl_networks:
             unadaptable += [name for name, arch in (("actor", pi_arch), ("critics", qf_arch)) if not arch]
-        if context_source == "inferred" and not fm_arch:
+        if routing.infers_context and not fm_arch:
             unadaptable.append("forward model")
         if unadaptable:
             raise ValueError(
@@ -630,7 +616,7 @@ class DMASHPolicy(BasePolicy):
                 "methods that adapt nothing and read no window: method='dr' or method='concat'"
             )
         widths = {name: arch[-1] for name, arch in (("pi", pi_arch), ("qf", qf_arch), ("fm", fm_arch)) if arch}
-        if rl_merge == "hypernet_shared" and len(set(widths.values())) != 1:
+        if routing.shares_adapter and len(set(widths.values())) != 1:
             raise ValueError(
                 f"net_arch={net_arch!r}: actor, critics and forward model need the same last width, because they share "
                 f"one set of adapter weights (got {widths}); give them one last width, or a hypernetwork each with "
@@ -652,8 +638,8 @@ class DMASHPolicy(BasePolicy):
             "clip_mean": clip_mean,
         }
         self.n_critics = n_critics
-        self.context_source, self.rl_merge = context_source, rl_merge
-        self.context_obs_dim = int(context_obs_dim) if context_source == "observed" else 0
+        self.routing = routing
+        self.context_obs_dim = int(context_obs_dim) if routing.observes_context else 0
         self.actor_detach, self.critic_detach = bool(actor_detach), bool(critic_detach)
         self.obs_dim = int(np.prod(observation_space.shape))
         self.action_dim = get_action_dim(action_space)
@@ -678,7 +664,7 @@ class DMASHPolicy(BasePolicy):
     @property
     def uses_history(self) -> bool:
         """Whether the policy reads a window of past transitions (the inferred-context methods)."""
-        return self.context_source == "inferred"
+        return self.routing.infers_context
 
     def _build(self, lr_schedule: Schedule) -> None:
         pi_arch, qf_arch, fm_arch = self._archs
@@ -690,16 +676,16 @@ class DMASHPolicy(BasePolicy):
                 self.action_space,  # type: ignore[arg-type]
                 self.history_len,
                 fm_arch,
-                shared_hypernet=self.rl_merge == "hypernet_shared",
+                shared_hypernet=self.routing.shares_adapter,
                 **kw,
             )
             self.context.optimizer = self.optimizer_class(
                 self.context.parameters(), lr=lr_schedule(1), **self.optimizer_kwargs
             )
-        z_dim = kw["context_dim"] if self.context_source == "inferred" else self.context_obs_dim
+        z_dim = kw["context_dim"] if self.routing.infers_context else self.context_obs_dim
         net_obs_dim = self.obs_dim - self.context_obs_dim
         rl_kwargs = dict(
-            merge=self.rl_merge,
+            merge=self.routing.rl_merge,
             context_dim=z_dim,
             hypernet_arch=kw["hypernet_arch"],
             adapter_bottleneck=kw["adapter_bottleneck"],
@@ -773,8 +759,8 @@ class DMASHPolicy(BasePolicy):
                 history_len=self.history_len,
                 net_arch=self.net_arch,
                 activation_fn=self.activation_fn,
-                context_source=self.context_source,
-                rl_merge=self.rl_merge,
+                context_source=self.routing.source,
+                rl_merge=self.routing.rl_merge,
                 context_obs_dim=self.context_obs_dim,
                 actor_detach=self.actor_detach,
                 critic_detach=self.critic_detach,
@@ -821,9 +807,9 @@ class DMASHPolicy(BasePolicy):
         :param training: training-mode inference (random subset, masking, posterior sample).
         :param detach: compute it without gradient into the encoder and the shared hypernetwork.
         """
-        if self.context_source == "none":
+        if self.routing.source == "none":
             return RLContext()
-        if self.context_source == "observed":
+        if self.routing.observes_context:
             return RLContext(z=obs[:, self.obs_dim - self.context_obs_dim :])
         assert self.context is not None and window is not None
         with th.set_grad_enabled(th.is_grad_enabled() and not detach):
@@ -831,7 +817,7 @@ class DMASHPolicy(BasePolicy):
 
     def rl_context_from_z(self, z: th.Tensor) -> RLContext:
         """What the actor and the critics read for an inferred z: the shared adapter weights (DMA*-SH) or z itself."""
-        if self.rl_merge == "hypernet_shared":
+        if self.routing.shares_adapter:
             assert self.context is not None and self.context.hypernet is not None
             return RLContext(adapter=self.context.hypernet(z))
         return RLContext(z=z)

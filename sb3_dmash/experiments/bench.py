@@ -389,10 +389,11 @@ def _default_buffer_size(spec: RunSpec) -> int:
     """
     from aib.registration import env_info
     from sb3_dmash.dmash.presets import METHODS
+    from sb3_dmash.dmash.routing import ContextRouting
 
     info = env_info(spec.env_id)
     episodes = -(-100_000 // info.max_episode_steps)
-    if METHODS.get(spec.method, {}).get("context_source") != "inferred":
+    if not ContextRouting.from_settings(METHODS[spec.method]).infers_context:
         per_column = min(episodes * info.max_episode_steps, spec.learning_starts + spec.budget)
         return max(per_column, 2) * spec.n_envs
     per_row = (info.max_episode_steps + info.history_len) / info.max_episode_steps
