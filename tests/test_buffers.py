@@ -356,8 +356,6 @@ def test_stratified_uniform_within_column_and_exact_fallback():
 
 
 def test_bad_inputs_raise():
-    with pytest.raises(ValueError, match="optimize_memory_usage"):
-        make_buffer(2, 10, 4, optimize_memory_usage=True)
     for history_len in (0, -3, 2.5):
         with pytest.raises(ValueError, match="history_len"):
             make_buffer(2, 10, history_len)
@@ -607,3 +605,83 @@ def test_buffer_pickled_before_rollout_windows_loads():
     obs = np.ones((2, OBS_DIM), np.float32)
     np.testing.assert_array_equal(old.rollout_windows(obs), initial_window(obs, 3, ACT_DIM))
     assert not old.pack_windows
+
+
+@pytest.mark.parametrize("across", [True, False])
+def test_memory_efficient_buffer_gives_the_same_samples(across):
+    """optimize_memory_usage=True stores each observation once, yet every sample (s, a, s', the window) equals the
+    plain buffer's: next observations overwritten by an episode start or a reset after warm-up are kept aside. Once
+    the buffer is full, the oldest row is neither sampled (as in SB3) nor part of a window."""
+    n_envs, capacity, history_len = 3, 40, 5
+    plain = make_buffer(n_envs, capacity, history_len, history_across_episodes=across)
+    compact = make_buffer(n_envs, capacity, history_len, history_across_episodes=across, optimize_memory_usage=True)
+    assert not hasattr(compact, "next_observations") or compact.next_observations is None
+    sim = Simulator(n_envs, history_len, seed=4)
+    for step in range(130):  # wraps around about four times
+        calls = sim.step()
+        sim.apply(plain, calls)
+        sim.apply(compact, calls)
+        if step % 10 != 9:
+            continue
+        upper = capacity if compact.full else compact.pos
+        rows, envs = np.divmod(np.arange(upper * n_envs), n_envs)
+        valid = compact.sampleable[rows, envs]
+        assert not compact.full or not compact.sampleable[compact.pos].any()
+        rows, envs = rows[valid], envs[valid]
+        a, b = plain._get_samples(rows, envs), compact._get_samples(rows, envs)
+        for field in ("observations", "actions", "next_observations", "dones", "rewards"):
+            th.testing.assert_close(getattr(a, field), getattr(b, field), rtol=0, atol=0, msg=field)
+        # windows: the same, except that they cannot reach the oldest row (its observation was overwritten)
+        lags = np.arange(history_len, -1, -1)
+        reaches_oldest = compact.full & (lags[None, :] == ((rows - compact.pos) % capacity)[:, None])
+        th.testing.assert_close(b.history_mask, a.history_mask & ~th.from_numpy(reaches_oldest))
+        th.testing.assert_close(b.history, a.history * b.history_mask[..., None], rtol=0, atol=0)
+    assert compact._kept_next_obs  # episode ends and warm-up resets happened
+    # sample() never draws the oldest row
+    oldest = compact.observations[compact.pos, :, F_IDX]
+    drawn = np.concatenate([compact.sample(60).observations[:, F_IDX].numpy() for _ in range(50)])
+    assert not np.isin(oldest, drawn).any()
+
+
+def test_memory_efficient_bytes_per_transition():
+    obs_space = spaces.Box(-1, 1, (24,), np.float32)
+    act_space = spaces.Box(-1, 1, (6,), np.float32)
+
+    def bytes_per_transition(buffer) -> float:
+        rows = [v for v in vars(buffer).values() if isinstance(v, np.ndarray) and v.shape[:1] == (buffer.buffer_size,)]
+        return sum(value.nbytes for value in rows) / (buffer.buffer_size * buffer.n_envs)
+
+    sac = ReplayBuffer(20_000, obs_space, act_space, device="cpu", n_envs=20)
+    sac_compact = ReplayBuffer(
+        20_000, obs_space, act_space, device="cpu", n_envs=20, optimize_memory_usage=True, handle_timeout_termination=False
+    )
+    ours = HistoryReplayBuffer(20_000, obs_space, act_space, device="cpu", n_envs=20, history_len=128)
+    compact = HistoryReplayBuffer(
+        20_000, obs_space, act_space, device="cpu", n_envs=20, history_len=128, optimize_memory_usage=True
+    )
+    assert bytes_per_transition(compact) - bytes_per_transition(sac_compact) == 3  # counter, sampleable, kept flag
+    assert bytes_per_transition(ours) - bytes_per_transition(sac) == 2
+    assert bytes_per_transition(compact) < 0.6 * bytes_per_transition(ours)
+
+
+def test_dmashsac_trains_the_same_with_the_memory_efficient_buffer():
+    """Until the buffer is full the memory-efficient buffer draws the same rows with the same contents, so training
+    (episode ends and context warm-ups included) ends with the same parameters."""
+    import aib
+    from sb3_dmash import DMASHSAC
+
+    def train(optimize: bool) -> dict[str, th.Tensor]:
+        env = aib.make_vec_env("AIB-DI-v0", "train", n_envs=4, seed=0)
+        model = DMASHSAC(
+            "MlpPolicy", env, optimize_memory_usage=optimize, learning_starts=4 * 60, batch_size=32, seed=0,
+            policy_kwargs=dict(net_arch=[16], hypernet_arch=[8], encoder_dim=8),
+        )  # fmt: skip
+        model.learn(4 * 330)  # three 100-step episodes end, each followed by a context warm-up
+        assert model.replay_buffer.optimize_memory_usage is optimize and not model.replay_buffer.full
+        if optimize:
+            assert model.replay_buffer._kept_next_obs  # the reset after the warm-up rows
+        return model.policy.state_dict()
+
+    plain, compact = train(False), train(True)
+    for key, value in plain.items():
+        assert th.equal(value, compact[key]), key

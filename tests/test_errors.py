@@ -111,12 +111,6 @@ def test_other_policy_kwargs():
 
 
 def test_other_algorithm_kwargs():
-    with pytest.raises(ValueError, match=r"optimize_memory_usage=True is not supported"):
-        DMASHSAC(
-            "MlpPolicy", "Pendulum-v1", replay_buffer_kwargs=dict(optimize_memory_usage=True), policy_kwargs=POLICY_KWARGS
-        )
-    with pytest.raises(ValueError, match=r"optimize_memory_usage=True is not supported yet"):
-        DMASHSAC("MlpPolicy", "Pendulum-v1", optimize_memory_usage=True, policy_kwargs=POLICY_KWARGS)
     with pytest.raises(ValueError, match=r"n_steps=3: n-step returns are not supported"):
         DMASHSAC("MlpPolicy", "Pendulum-v1", n_steps=3, policy_kwargs=POLICY_KWARGS)
     with pytest.raises(ValueError, match=r"features_extractor_class='flatten' must be a BaseFeaturesExtractor subclass"):

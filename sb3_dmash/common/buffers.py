@@ -154,8 +154,11 @@ class HistoryReplayBuffer(StratifiedReplayBuffer):
     :param action_space: Action space
     :param device: PyTorch device
     :param n_envs: Number of parallel environments
-    :param optimize_memory_usage: Not supported (must be False): the memory-efficient variant stores ``next_obs`` in
-        the next row, which a context-only row or an episode start would overwrite, and the windows need both.
+    :param optimize_memory_usage: SB3's memory-efficient variant: each observation is stored once, the next
+        observation of a row being the observation of the next row. Where the next row starts with another
+        observation (after an episode end, after warm-up rows), the overwritten one is kept aside, so that windows and
+        samples stay exact (one flag byte per transition, plus those few observations). As in SB3, the oldest row is
+        not sampled once the buffer is full.
     :param handle_timeout_termination: Handle timeout termination (due to timelimit)
         separately and treat the task as infinite horizon task.
         https://github.com/DLR-RM/stable-baselines3/issues/284
@@ -193,12 +196,6 @@ class HistoryReplayBuffer(StratifiedReplayBuffer):
         stratified: bool = True,
         pack_windows: bool = False,
     ):
-        if optimize_memory_usage:
-            raise ValueError(
-                "HistoryReplayBuffer does not support optimize_memory_usage=True: the memory-efficient variant keeps "
-                "next_obs only as the next row's obs, which is wrong at episode starts and context-only rows, "
-                "and the history windows need both (s, s')."
-            )
         if int(history_len) != history_len or history_len < 1:
             raise ValueError(f"history_len must be an integer >= 1, got {history_len}")
         super().__init__(
@@ -207,10 +204,16 @@ class HistoryReplayBuffer(StratifiedReplayBuffer):
             action_space,
             device=device,
             n_envs=n_envs,
-            optimize_memory_usage=False,
+            optimize_memory_usage=optimize_memory_usage,
             handle_timeout_termination=handle_timeout_termination,
             stratified=stratified,
         )
+        if optimize_memory_usage:
+            # The next observation of row r is the observation of row r + 1, except where the next add wrote another
+            # one there (an episode start after a terminal observation, a reset after warm-up rows): those few are
+            # kept here, keyed by flat index row * n_envs + env, so that Δs and s' stay exact.
+            self.next_obs_kept = np.zeros((self.buffer_size, self.n_envs), dtype=bool)
+            self._kept_next_obs: dict[int, np.ndarray] = {}
         self.history_len = int(history_len)
         self.history_across_episodes = history_across_episodes
         self.obs_dim = int(np.prod(self.obs_shape))
@@ -332,7 +335,11 @@ class HistoryReplayBuffer(StratifiedReplayBuffer):
 
         self.ep_steps[self.pos] = self._cur_ep_step
         self.sampleable[self.pos] = sampleable
+        if self.optimize_memory_usage:
+            self._keep_overwritten_next_obs(obs)
         super().add(obs, next_obs, action, reward, done, infos)
+        if self.optimize_memory_usage and self.full:
+            self.sampleable[self.pos] = False  # the oldest row: its observation now holds the newest next observation
         self._push_rollout(obs, action, next_obs, done)
 
         # Saturate at K: lags beyond K are never gathered, so larger counts carry no information
@@ -341,6 +348,43 @@ class HistoryReplayBuffer(StratifiedReplayBuffer):
             # VecEnvs auto-reset, so the next row of a column with done=True starts a new episode
             next_step = np.where(np.asarray(done, dtype=bool).reshape(self.n_envs), 0, next_step)
         self._cur_ep_step = next_step.astype(self._cur_ep_step.dtype)
+
+    def _keep_overwritten_next_obs(self, obs: np.ndarray) -> None:
+        """Before row ``pos`` is written: drop what was kept for its previous life, and keep the next observation of
+        row ``pos - 1`` (stored in row ``pos``) where the observation written now differs from it."""
+        row, n = self.pos, self.n_envs
+        for env_idx in np.flatnonzero(self.next_obs_kept[row]):
+            del self._kept_next_obs[row * n + env_idx]
+        self.next_obs_kept[row] = False
+        if not (self.full or row > 0):
+            return
+        stored = self.observations[row]
+        new = np.array(obs).reshape(stored.shape).astype(stored.dtype, copy=False)
+        previous = (row - 1) % self.buffer_size
+        for env_idx in np.flatnonzero(np.any((stored != new).reshape(n, -1), axis=1)):
+            self._kept_next_obs[previous * n + env_idx] = stored[env_idx].copy()
+            self.next_obs_kept[previous, env_idx] = True
+
+    def _next_obs_at(self, flat_inds: np.ndarray) -> np.ndarray:
+        """The next observations of rows given as flat indices ``row * n_envs + env``."""
+        if not self.optimize_memory_usage:
+            return np.take(self.next_observations.reshape(-1, *self.obs_shape), flat_inds, axis=0)
+        rows, env_indices = np.divmod(flat_inds, self.n_envs)
+        next_flat = ((rows + 1) % self.buffer_size) * self.n_envs + env_indices
+        next_obs = np.take(self.observations.reshape(-1, *self.obs_shape), next_flat, axis=0)
+        for i in np.flatnonzero(np.take(self.next_obs_kept.reshape(-1), flat_inds)):
+            next_obs[i] = self._kept_next_obs[int(flat_inds[i])]
+        return next_obs
+
+    def stored_transition(self, row: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """``(obs, action, next_obs)`` of every column at ``row`` as stored (unnormalised, terminal observations
+        substituted), each ``(n_envs, dim)``."""
+        flat = row * self.n_envs + np.arange(self.n_envs)
+        return (
+            self.observations[row].reshape(self.n_envs, -1),
+            self.actions[row].reshape(self.n_envs, -1),
+            self._next_obs_at(flat).reshape(self.n_envs, -1),
+        )
 
     def _push_rollout(self, obs: np.ndarray, action: np.ndarray, next_obs: np.ndarray, done: np.ndarray) -> None:
         obs = np.asarray(obs, dtype=np.float32).reshape(self.n_envs, self.obs_dim)
@@ -427,10 +471,11 @@ class HistoryReplayBuffer(StratifiedReplayBuffer):
         :return: The samples, windows included
         """
         history, history_mask = self._get_history(batch_inds, env_indices, env)
+        next_obs = self._next_obs_at(batch_inds * self.n_envs + env_indices)
         data = (
             self._normalize_obs(self.observations[batch_inds, env_indices, :], env),
             self.actions[batch_inds, env_indices, :],
-            self._normalize_obs(self.next_observations[batch_inds, env_indices, :], env),
+            self._normalize_obs(next_obs, env),
             # Only use dones that are not due to timeouts
             # deactivated by default (timeouts is initialized as an array of False)
             (self.dones[batch_inds, env_indices] * (1 - self.timeouts[batch_inds, env_indices])).reshape(-1, 1),
@@ -457,14 +502,16 @@ class HistoryReplayBuffer(StratifiedReplayBuffer):
         lags = np.arange(self.history_len, -1, -1)
         max_lag = self.ep_steps[batch_inds, env_indices].astype(np.int64)
         if self.full:
-            max_lag = np.minimum(max_lag, (batch_inds - self.pos) % self.buffer_size)
+            # the oldest row still stored is row pos (pos + 1 when memory-efficient: row pos holds a next observation)
+            oldest_lag = (batch_inds - self.pos) % self.buffer_size - int(self.optimize_memory_usage)
+            max_lag = np.minimum(max_lag, oldest_lag)
         mask = lags[None, :] <= max_lag[:, None]
 
         # One np.take per array through flat (row * n_envs + env) indices: no Python loop over samples, and take is
         # several times faster than fancy indexing here (the gather is bound by memory latency)
         flat_inds = (((batch_inds[:, None] - lags[None, :]) % self.buffer_size) * self.n_envs + env_indices[:, None]).ravel()
         obs = np.take(self.observations.reshape(-1, *self.obs_shape), flat_inds, axis=0)
-        next_obs = np.take(self.next_observations.reshape(-1, *self.obs_shape), flat_inds, axis=0)
+        next_obs = self._next_obs_at(flat_inds)
         actions = np.take(self.actions.reshape(-1, self.action_dim), flat_inds, axis=0).astype(np.float32, copy=False)
         # VecNormalize statistics apply to each observation; Δs is computed between normalised observations.
         # float32 before the difference: integer observations would wrap around.

@@ -96,7 +96,8 @@ class DMASHSAC(OffPolicyAlgorithm):
         the methods that infer the context, :class:`~sb3_dmash.common.buffers.StratifiedReplayBuffer` for the others).
     :param replay_buffer_kwargs: its kwargs (``history_len`` is set here; ``handle_timeout_termination`` defaults to
         False: time limits are terminal, as the reference).
-    :param optimize_memory_usage: SAC's memory-efficient replay buffer: not supported yet (must be False).
+    :param optimize_memory_usage: SAC's memory-efficient replay buffer: each observation stored once (see
+        :class:`~sb3_dmash.common.buffers.HistoryReplayBuffer`).
     :param n_steps: SAC's n-step returns: only 1 (one-step transitions, as the reference).
     :param critic_learning_rate: critics' learning rate (value or schedule).
     :param context_learning_rate: learning rate of the encoder, hypernetwork and forward model.
@@ -230,11 +231,6 @@ class DMASHSAC(OffPolicyAlgorithm):
             critic_detach=critic_detach,
         )
         replay_buffer_kwargs = dict(replay_buffer_kwargs or {})
-        if optimize_memory_usage or replay_buffer_kwargs.get("optimize_memory_usage"):
-            raise ValueError(
-                "optimize_memory_usage=True is not supported yet: the history buffer stores each next observation "
-                "(the context windows read s and s' of every row); use optimize_memory_usage=False"
-            )
         if n_steps != 1:
             raise ValueError(
                 f"n_steps={n_steps!r}: n-step returns are not supported (the reference and the history buffer use "
@@ -254,6 +250,7 @@ class DMASHSAC(OffPolicyAlgorithm):
             action_noise,
             replay_buffer_class=replay_buffer_class,
             replay_buffer_kwargs=replay_buffer_kwargs,
+            optimize_memory_usage=optimize_memory_usage,
             policy_kwargs=policy_kwargs,
             stats_window_size=stats_window_size,
             tensorboard_log=tensorboard_log,
@@ -469,12 +466,7 @@ class DMASHSAC(OffPolicyAlgorithm):
         # Read back exactly what was stored (unnormalised obs, terminal obs substituted) and roll it into the window.
         row = (replay_buffer.pos - 1) % replay_buffer.buffer_size
         assert self._rollout_window is not None
-        push_transition(
-            self._rollout_window,
-            replay_buffer.observations[row].reshape(len(dones), -1),
-            replay_buffer.actions[row].reshape(len(dones), -1),
-            replay_buffer.next_observations[row].reshape(len(dones), -1),
-        )
+        push_transition(self._rollout_window, *self.replay_buffer.stored_transition(row))
         if not self.replay_buffer.history_across_episodes and dones.any():
             obs = self._last_original_obs if self._vec_normalize_env is not None else self._last_obs
             obs = np.asarray(obs, dtype=np.float32).reshape(len(dones), -1)
