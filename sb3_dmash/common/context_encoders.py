@@ -22,6 +22,8 @@ import torch as th
 from torch import nn
 from torch.nn import functional as F
 
+from sb3_dmash.common.windows import entry_components, entry_dim
+
 INPUT_NORMS = ("avg_l1", "layer", "none")
 OUTPUT_NORMS = ("simnorm", "layer", "none")
 
@@ -110,7 +112,7 @@ class LSTMContextEncoder(nn.Module):
         self.mask_prob = float(mask_prob)
         self.shuffle = shuffle
         self.n_selected = max(1, int(subset_fraction * history_len))
-        self.input_dim = 2 * obs_dim + action_dim
+        self.input_dim = entry_dim(obs_dim, action_dim)
         self.embed = nn.Linear(self.input_dim, embed_dim, bias=False)
         self.input_norm = make_input_norm(input_norm, embed_dim)
         self.lstm = nn.LSTM(embed_dim, embed_dim, num_layers=1, batch_first=True)
@@ -119,7 +121,7 @@ class LSTMContextEncoder(nn.Module):
         eval_indices = np.linspace(0, history_len - 1, self.n_selected).astype(np.int64)
         self.register_buffer("eval_indices", th.as_tensor(eval_indices), persistent=False)
         # which of the three components (s, a, Δs) each input feature belongs to, for whole-vector masking
-        component = th.cat([th.zeros(obs_dim), th.ones(action_dim), th.full((obs_dim,), 2.0)]).long()
+        component = th.as_tensor(entry_components(obs_dim, action_dim), dtype=th.long)
         self.register_buffer("component", component, persistent=False)
 
     def select_steps(self, window: th.Tensor, training: bool) -> th.Tensor:

@@ -38,6 +38,11 @@ def entry_dim(obs_dim: int, action_dim: int) -> int:
     return 2 * obs_dim + action_dim
 
 
+def entry_components(obs_dim: int, action_dim: int) -> np.ndarray:
+    """Which part of an entry each feature belongs to: 0 for s, 1 for a, 2 for Δs (whole-vector masking uses it)."""
+    return np.repeat([0, 1, 2], [obs_dim, action_dim, obs_dim])
+
+
 def initial_window(obs: np.ndarray, history_len: int, action_dim: int) -> np.ndarray:
     """The window before any transition: the observation repeated K times, zero actions, Δs = 0 (the reference's)."""
     n, obs_dim = obs.shape
