@@ -22,6 +22,7 @@ from stable_baselines3.common.vec_env import DummyVecEnv
 
 import aib
 from sb3_dmash import DMASHSAC, DMASHPolicy, HistoryReplayBuffer, MlpPolicy
+from sb3_dmash.common.windows import initial_window
 
 POLICY_KWARGS = dict(net_arch=[16], hypernet_arch=[8], encoder_dim=8)
 TORCH_STATE = {"policy", "actor.optimizer", "critic.optimizer", "policy.context.optimizer", "ent_coef_optimizer"}
@@ -421,3 +422,63 @@ def test_loaded_model_keeps_settings(tmp_path):
     model = make_model(DummyVecEnv([lambda: gym.make("Pendulum-v1")]), history_len=3)
     model.save(path)
     assert DMASHSAC.load(path).history_len == 3
+
+
+@pytest.mark.parametrize("method", ["dmash", "dr"])
+@pytest.mark.parametrize("use_sde", [False, True])
+def test_actor_and_critic_save_load(tmp_path, method, use_sde):
+    """SB3's test_save_load_policy / test_save_load_q_net for the networks: a saved actor or critic loads with the
+    same architecture and weights and computes the same outputs for a given context."""
+    model = DMASHSAC(
+        "MlpPolicy", "Pendulum-v1", method=method, use_sde=use_sde, learning_starts=40, batch_size=32, seed=0,
+        policy_kwargs=dict(net_arch=[16], hypernet_arch=[8], encoder_dim=8),
+    )  # fmt: skip
+    model.learn(80)
+    policy = model.policy
+    policy.set_training_mode(False)
+    obs = th.as_tensor(np.stack([model.observation_space.sample() for _ in range(5)]))
+    window = th.as_tensor(initial_window(obs.numpy(), policy.history_len, policy.action_dim)) if method == "dmash" else None
+    context = policy.rl_context(obs, window, training=False)
+    actions = th.as_tensor(np.stack([model.action_space.sample() for _ in range(5)]))
+    for network, cls in ((model.actor, type(model.actor)), (model.critic, type(model.critic))):
+        network.save(tmp_path / "network.pth")
+        loaded = cls.load(tmp_path / "network.pth", device="cpu")
+        assert type(loaded) is type(network)
+        assert_same(network.state_dict(), loaded.state_dict())
+        loaded.train(False)
+        with th.no_grad():
+            if cls is type(model.actor):
+                if use_sde:
+                    loaded.action_dist.exploration_mat = network.action_dist.exploration_mat
+                th.testing.assert_close(loaded(obs, context, deterministic=True), network(obs, context, deterministic=True))
+            else:
+                for a, b in zip(loaded(obs, actions, context), network(obs, actions, context), strict=True):
+                    th.testing.assert_close(a, b)
+    # alone, the actor has no context module and no action space: predict says what to load instead
+    with pytest.raises(ValueError, match=r"loaded alone.*DMASHPolicy\.load"):
+        type(model.actor).load(_saved_actor(model, tmp_path)).predict(obs.numpy())
+
+
+def _saved_actor(model, tmp_path):
+    path = tmp_path / "actor.pth"
+    model.actor.save(path)
+    return path
+
+
+@pytest.mark.parametrize("optimize_memory_usage", [False, True])
+def test_warn_buffer(recwarn, optimize_memory_usage):
+    """SB3's test_warn_buffer: no warning while learning goes on; with the memory-efficient buffer, a new learn()
+    truncates the last trajectory and says so."""
+    model = DMASHSAC(
+        "MlpPolicy", "Pendulum-v1", buffer_size=100, optimize_memory_usage=optimize_memory_usage, learning_starts=10,
+        batch_size=16, policy_kwargs=dict(net_arch=[8], hypernet_arch=[8], encoder_dim=8),
+    )  # fmt: skip
+    model.learn(150)
+    model.learn(150, reset_num_timesteps=False)
+    assert not [w for w in recwarn if issubclass(w.category, UserWarning)]
+    model.learn(150)
+    messages = [str(w.message) for w in recwarn if issubclass(w.category, UserWarning)]
+    if optimize_memory_usage:
+        assert len(messages) == 1 and "The last trajectory in the replay buffer will be truncated" in messages[0]
+    else:
+        assert not messages

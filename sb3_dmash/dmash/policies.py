@@ -20,6 +20,7 @@ from stable_baselines3.common.policies import BasePolicy
 from stable_baselines3.common.preprocessing import get_action_dim
 from stable_baselines3.common.torch_layers import BaseFeaturesExtractor, FlattenExtractor
 from stable_baselines3.common.type_aliases import PyTorchObs, Schedule
+from stable_baselines3.common.utils import get_device
 from torch import nn
 from torch.nn import functional as F
 
@@ -201,6 +202,32 @@ class ContextFeaturesExtractor(BaseFeaturesExtractor):
         return loss
 
 
+class SavableNetwork(nn.Module):
+    """SB3's ``BaseModel.save``/``load`` for the actor and the critics: constructor arguments and weights in one file.
+
+    A network loaded alone has no context module: it computes actions or Q-values for a context you pass, while
+    :meth:`DMASHPolicy.load` gives back the whole policy (context module and action space included) to act with.
+    """
+
+    _constructor_args: dict[str, Any]
+
+    def _record_constructor_args(self, args: dict[str, Any]) -> None:
+        self._constructor_args = {k: v for k, v in args.items() if k not in ("self", "__class__")}
+
+    def save(self, path: str) -> None:
+        """Save the constructor arguments and the weights to ``path``."""
+        th.save({"state_dict": self.state_dict(), "data": self._constructor_args}, path)
+
+    @classmethod
+    def load(cls, path: str, device: th.device | str = "auto") -> SavableNetwork:
+        """A network saved with :meth:`save`."""
+        device = get_device(device)
+        saved = th.load(path, map_location=device, weights_only=False)
+        network = cls(**saved["data"])
+        network.load_state_dict(saved["state_dict"])
+        return network.to(device)
+
+
 class ContextualNetwork(nn.Module):
     """A trunk that reads the context the way its method says: z appended to the input (``"concat"``), adapter weights
     shared from outside (``"hypernet_shared"``), adapter weights from its own hypernetwork (``"hypernet"``, Decision
@@ -248,7 +275,7 @@ class ContextualNetwork(nn.Module):
         return self.trunk(x)
 
 
-class Actor(nn.Module):
+class Actor(SavableNetwork):
     """Squashed Gaussian actor on the observation and the context.
 
     ``log_std = lo + (hi - lo) (tanh(raw) + 1) / 2`` (the reference's mapping to [-5, 2], instead of SB3's clamp).
@@ -292,7 +319,9 @@ class Actor(nn.Module):
         full_std: bool = True,
         features_extractor: nn.Module | None = None,
     ) -> None:
+        args = locals()
         super().__init__()
+        self._record_constructor_args(args)
         self.features_extractor = features_extractor
         if features_extractor is not None:
             obs_dim = features_extractor.features_dim  # type: ignore[assignment]
@@ -327,7 +356,10 @@ class Actor(nn.Module):
         (:meth:`DMASHPolicy.predict`: without a ``state`` the window is the initial one, i.e. no adaptation)."""
         owner = getattr(self, "_owner", None)
         if owner is None:
-            raise ValueError("this Actor belongs to no DMASHPolicy: predict through the policy")
+            raise ValueError(
+                "this Actor was loaded alone, without the policy's context module and action space: load the policy "
+                "with DMASHPolicy.load(path) to predict, or call the actor with a context"
+            )
         return owner.predict(observation, state, episode_start, deterministic)
 
     def extract_features(self, obs: th.Tensor) -> th.Tensor:
@@ -385,7 +417,7 @@ class Actor(nn.Module):
         return actions, log_prob
 
 
-class Critic(nn.Module):
+class Critic(SavableNetwork):
     """``n_critics`` Q-networks on ``[s, a]`` and the context.
 
     :param obs_dim: observation size (without observed context values).
@@ -418,7 +450,9 @@ class Critic(nn.Module):
         features_extractor: nn.Module | None = None,
         share_features_extractor: bool = False,
     ) -> None:
+        args = locals()
         super().__init__()
+        self._record_constructor_args(args)
         self.n_critics = n_critics
         self.features_extractor = features_extractor
         self.share_features_extractor = share_features_extractor
