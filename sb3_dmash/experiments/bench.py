@@ -393,7 +393,8 @@ def _default_buffer_size(spec: RunSpec) -> int:
 
     info = env_info(spec.env_id)
     episodes = -(-100_000 // info.max_episode_steps)
-    if not ContextRouting.from_settings(METHODS[spec.method]).infers_context:
+    preset = METHODS.get(spec.method)  # None: SB3's SAC, RecurrentPPO (no history buffer)
+    if preset is None or not ContextRouting.from_settings(preset).infers_context:
         per_column = min(episodes * info.max_episode_steps, spec.learning_starts + spec.budget)
         return max(per_column, 2) * spec.n_envs
     per_row = (info.max_episode_steps + info.history_len) / info.max_episode_steps
