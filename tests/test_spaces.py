@@ -33,6 +33,7 @@ class BoxEnv(gym.Env):
 
 SPACES = {
     "float64 actions": dict(action_dtype=np.float64),
+    "float16 actions and observations": dict(action_dtype=np.float16, obs_dtype=np.float16),
     "float64 observations": dict(obs_dtype=np.float64),
     "2x2 actions": dict(action_shape=(2, 2)),
     "2x3x1 actions": dict(action_shape=(2, 3, 1)),

@@ -1006,6 +1006,7 @@ class DMASHPolicy(BasePolicy):
         """Actions in [-1, 1] -> the env's action space (SB3's squashed-output convention)."""
         actions = actions.reshape((-1, *self.action_space.shape))  # type: ignore[misc]
         env_actions = np.clip(self.unscale_action(actions), self.action_space.low, self.action_space.high)  # type: ignore[attr-defined]
+        env_actions = env_actions.astype(self.action_space.dtype, copy=False)  # a float16 space gets float16 actions
         return env_actions if vectorized_env else env_actions.squeeze(axis=0)
 
 
