@@ -353,3 +353,25 @@ def test_diverged_runs_are_listed(rows, tmp_path, capsys):
     assert "Diverged runs (left out of every table and aggregate): 1" in captured.out
     assert f"AIB-DI-v0 dmash seed 3 ({entry['run_id']}): non-finite critic loss at vector step 1234" in captured.out
     assert "warning: 1 run(s) diverged" in captured.err
+
+
+def test_paired_by_seed_differences(rows, report):
+    """DMA*-SH against each baseline on the seeds both have: the differences by hand, their mean and the seeds ahead."""
+    paired = report.tables["paired"]
+    assert (report.out / "paired.csv").exists()
+    row = paired[(paired["env"] == "AIB-ODE-v0") & (paired["split"] == "eval_out") & (paired["baseline"] == "dr")].iloc[0]
+    ref = by_hand_scores(rows, "eval_out", "dmash", ["AIB-ODE-v0"])[:, 0] * 200
+    base = by_hand_scores(rows, "eval_out", "dr", ["AIB-ODE-v0"])[:, 0] * 200
+    diffs = ref - base
+    assert row["n_seeds"] == len(diffs) and row["mean_difference"] == pytest.approx(diffs.mean())
+    assert row["reference_ahead"] == int((diffs > 0).sum())
+    assert row["differences"] == " ".join(f"{d:+.1f}" for d in diffs)
+    assert row["ci_low"] <= row["mean_difference"] <= row["ci_high"]
+    assert "paired by seed" in report.markdown.read_text()
+
+
+def test_paired_uses_only_common_seeds(rows, tmp_path):
+    fewer = [r for r in rows if not (r["method"] == "dr" and r["seed"] == SEEDS[0])]
+    paired = make_report(fewer, tmp_path, reps=200, seed=0, plots=False).tables["paired"]
+    row = paired[(paired["baseline"] == "dr")].iloc[0]
+    assert row["n_seeds"] == len(SEEDS) - 1 and str(SEEDS[0]) not in row["seeds"].split()

@@ -321,6 +321,46 @@ def improvement_table(scores: Any, reference: str = "dmash", reps: int = 2_000, 
     return pd.DataFrame(rows)
 
 
+def paired_table(scores: Any, reference: str = "dmash", reps: int = 10_000, seed: int = 0) -> Any:
+    """``reference`` against each baseline paired by seed: per env and split, the per-seed AER differences (reference
+    minus baseline, on the seeds both have), their mean with a 95 % bootstrap CI (seeds resampled) and the seeds on
+    which the reference is ahead."""
+    pd = require("pandas", "analysis")  # a clear error without sb3-dmash[analysis]
+
+    rows = []
+    methods = _order(scores["method"].unique(), METHOD_ORDER)
+    if reference not in methods:
+        return pd.DataFrame(rows)
+    for (env, split), group in scores.groupby(["env", "split"], sort=False):
+        ref = group[group["method"] == reference].set_index("seed")["aer"]
+        for method in methods:
+            if method == reference:
+                continue
+            base = group[group["method"] == method].set_index("seed")["aer"]
+            seeds = sorted(set(ref.index) & set(base.index))
+            if not seeds:
+                continue
+            diffs = np.array([ref[s] - base[s] for s in seeds], dtype=float)
+            point, lower, upper = stats.stratified_bootstrap([diffs], ("mean",), reps=reps, rng=seed)["mean"]
+            rows.append(
+                dict(
+                    env=env,
+                    env_name=group["env_name"].iloc[0],
+                    split=split,
+                    reference=reference,
+                    baseline=method,
+                    seeds=" ".join(str(s) for s in seeds),
+                    differences=" ".join(f"{d:+.1f}" for d in diffs),
+                    n_seeds=len(seeds),
+                    mean_difference=point,
+                    ci_low=lower,
+                    ci_high=upper,
+                    reference_ahead=int((diffs > 0).sum()),
+                )
+            )
+    return pd.DataFrame(rows)
+
+
 def per_context_table(scores: Any, split: str = "eval_out") -> Any:
     """Mean over seeds of the per-context returns behind each run's score, for one split (the eval-out breakdown)."""
     pd = require("pandas", "analysis")  # a clear error without sb3-dmash[analysis]
@@ -704,6 +744,25 @@ def _meta_lines(results: Any, frame: Any) -> list[str]:
     return lines
 
 
+def _paired_markdown(paired: Any, names: Mapping[str, str], reference: str) -> list[str]:
+    if paired is None or paired.empty:
+        return []
+    rows = [
+        [
+            r["env_name"],
+            SPLIT_NAMES.get(r["split"], r["split"]),
+            names.get(r["baseline"], r["baseline"]),
+            r["differences"],
+            _ci_cell(r["mean_difference"], r["ci_low"], r["ci_high"], int(r["n_seeds"]), int(r["n_seeds"]), 1),
+            f"{r['reference_ahead']} of {r['n_seeds']} seeds",
+        ]
+        for _, r in paired.iterrows()
+    ]
+    header = ["Env", "Split", "Baseline", "per-seed differences", "mean [95 % CI]", "ahead on"]
+    title = f"## {names.get(reference, reference)} against each baseline, paired by seed (AER difference)"
+    return [title, "", _markdown_table(header, rows), ""]
+
+
 def write_markdown(
     path: Path,
     results: Any,
@@ -720,6 +779,7 @@ def write_markdown(
     reference: str,
     diverged: Sequence[Mapping[str, Any]] = (),
     faults: Any = None,
+    paired: Any = None,
 ) -> None:
     methods = _order(scores["method"].unique(), METHOD_ORDER)
     names = {m: scores.loc[scores["method"] == m, "method_name"].iloc[0] for m in methods}
@@ -813,6 +873,7 @@ def write_markdown(
             ),
             "",
         ]
+    parts += _paired_markdown(paired, names, reference)
     parts += ["## Per-environment AER (mean over seeds [95 % CI])", ""]
     for split in [s for s in (*SPLITS, *sorted(set(per_env["split"]) - set(SPLITS))) if s in set(per_env["split"])]:
         sel = per_env[per_env["split"] == split]
@@ -858,7 +919,8 @@ def make_report(
     """Build the report of a results table into ``out``.
 
     Writes ``scores.csv`` (per-run scores, raw and normalised), ``per_env.csv``, ``aggregate.csv``, ``gains.csv``,
-    ``improvement.csv``, ``per_context_eval_out.csv``, the PNG figures and ``report.md``.
+    ``improvement.csv``, ``paired.csv`` (the reference against each baseline, paired by seed),
+    ``per_context_eval_out.csv``, the PNG figures and ``report.md``.
 
     :param results: a bench folder, ``results.csv``/``results.jsonl``, or a list of row dicts. For a bench folder (or a
         table inside one) the diverged runs of its ``runs/`` are listed in the report and in ``ReportResult.diverged``.
@@ -897,12 +959,14 @@ def make_report(
     gains = gain_table(aggregate, reference)
     improvement = improvement_table(scores, reference, reps=improvement_reps or min(reps, 2_000), seed=seed)
     per_context = per_context_table(scores)
+    paired = paired_table(scores, reference, reps=per_env_reps or min(reps, 10_000), seed=seed)
     tables = {
         "scores": scores,
         "per_env": per_env,
         "aggregate": aggregate,
         "gains": gains,
         "improvement": improvement,
+        "paired": paired,
         "per_context_eval_out": per_context,
     }
     if has_faults(frame):
@@ -932,5 +996,6 @@ def make_report(
         reference,
         diverged,
         tables.get("faults"),
+        paired,
     )
     return ReportResult(out, markdown, tables, figures, warnings, diverged)
