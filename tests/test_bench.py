@@ -394,12 +394,14 @@ def test_files_follow_the_umask(tmp_path):
 def test_ctrl_c_says_how_to_resume(tmp_path):
     out = tmp_path / "bench"
     args = [*CLI_ARGS, "--out", str(out)]
-    args[args.index("--budget") + 1] = "400"
+    args[args.index("--budget") + 1] = "2000"  # long runs: the kill lands inside the first one, even on a busy machine
     args[args.index("--eval-every") + 1] = "40"
     proc = run_cli(args)
     deadline = time.time() + 240
-    while time.time() < deadline and not list((out / "checkpoints").glob("*/LATEST")):
+    while time.time() < deadline and proc.poll() is None and not list((out / "checkpoints").glob("*/LATEST")):
         time.sleep(0.1)
+    assert proc.poll() is None, f"the grid ended before its first checkpoint was seen:\n{proc.communicate()[0]}"
+    assert list((out / "checkpoints").glob("*/LATEST")), "no checkpoint within 240 s"
     os.killpg(proc.pid, signal.SIGINT)  # what Ctrl-C sends to the terminal's process group
     output, _ = proc.communicate(timeout=120)
     assert proc.returncode == 130, output
