@@ -62,6 +62,12 @@ def reference(tmp_path_factory):
     return out, summary
 
 
+def _default_sigint() -> None:
+    # As a command started from a terminal: a test runner that runs in the background inherits SIGINT ignored (POSIX
+    # shells start background jobs so), and Python keeps an ignored SIGINT ignored, so Ctrl-C could not be tested.
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def run_cli(args, **kwargs):
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
     return subprocess.Popen(
@@ -72,6 +78,7 @@ def run_cli(args, **kwargs):
         stderr=subprocess.STDOUT,
         text=True,
         start_new_session=True,
+        preexec_fn=_default_sigint,
         **kwargs,
     )
 
