@@ -302,16 +302,18 @@ def test_counter_saturates_and_dtype():
     np.testing.assert_array_equal(buffer.ep_steps[:10, 1], 0)
 
 
+def bytes_per_transition(buffer: ReplayBuffer) -> float:
+    """Bytes of the per-row arrays per stored transition; per-env state (the rollout windows: n_envs x K entries) does
+    not grow with the buffer and is left out."""
+    rows = [v for v in vars(buffer).values() if isinstance(v, np.ndarray) and v.shape[:1] == (buffer.buffer_size,)]
+    return sum(value.nbytes for value in rows) / (buffer.buffer_size * buffer.n_envs)
+
+
 @pytest.mark.parametrize("history_len", [24, 128, 300])
 @pytest.mark.parametrize("obs_dim, act_dim", [(4, 2), (24, 6)])
 def test_memory_per_transition(obs_dim, act_dim, history_len):
     obs_space = spaces.Box(-1, 1, (obs_dim,), np.float32)
     act_space = spaces.Box(-1, 1, (act_dim,), np.float32)
-
-    def bytes_per_transition(buffer: ReplayBuffer) -> float:
-        # the per-row arrays; per-env state (the rollout windows: n_envs x K entries) does not grow with the buffer
-        rows = [v for v in vars(buffer).values() if isinstance(v, np.ndarray) and v.shape[:1] == (buffer.buffer_size,)]
-        return sum(value.nbytes for value in rows) / (buffer.buffer_size * buffer.n_envs)
 
     sb3 = ReplayBuffer(20_000, obs_space, act_space, device="cpu", n_envs=20)
     ours = HistoryReplayBuffer(20_000, obs_space, act_space, device="cpu", n_envs=20, history_len=history_len)
@@ -646,10 +648,6 @@ def test_memory_efficient_buffer_gives_the_same_samples(across):
 def test_memory_efficient_bytes_per_transition():
     obs_space = spaces.Box(-1, 1, (24,), np.float32)
     act_space = spaces.Box(-1, 1, (6,), np.float32)
-
-    def bytes_per_transition(buffer) -> float:
-        rows = [v for v in vars(buffer).values() if isinstance(v, np.ndarray) and v.shape[:1] == (buffer.buffer_size,)]
-        return sum(value.nbytes for value in rows) / (buffer.buffer_size * buffer.n_envs)
 
     sac = ReplayBuffer(20_000, obs_space, act_space, device="cpu", n_envs=20)
     sac_compact = ReplayBuffer(

@@ -50,13 +50,18 @@ def test_dynamics_loss_falls_below_the_context_free_level(trained_di):
     assert last < 0.7 * CONTEXT_FREE_MSE, last
 
 
-def test_inferred_context_separates_inversion_modes(trained_di):
-    model, _ = trained_di
-    # Windows of random actions: informative about the actuator sign whatever the (still poor) policy does.
+def inversion_probe_accuracy(model) -> float:
+    """Held-out accuracy of a linear probe on z predicting the actuator sign of AIB-DI-v0. The windows come from random
+    actions: informative about the sign whatever the (still poor) policy does."""
     train = collect_embeddings(model, "AIB-DI-v0", "train", n_episodes=2, steps_per_episode=20, seed=0, actions="random")
     held_out = collect_embeddings(
         model, "AIB-DI-v0", "eval_in", n_episodes=1, steps_per_episode=20, seed=100, actions="random"
     )
     sign = list(train["context_keys"]).index("action_factor")
-    accuracy = linear_probe_accuracy(train["z"], train["context"][:, sign], held_out["z"], held_out["context"][:, sign])
+    return linear_probe_accuracy(train["z"], train["context"][:, sign], held_out["z"], held_out["context"][:, sign])
+
+
+def test_inferred_context_separates_inversion_modes(trained_di):
+    model, _ = trained_di
+    accuracy = inversion_probe_accuracy(model)
     assert accuracy > 0.9, accuracy

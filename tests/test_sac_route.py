@@ -11,12 +11,12 @@ import pytest
 import torch as th
 from stable_baselines3 import SAC
 from stable_baselines3.common.buffers import ReplayBuffer
+from test_learning import inversion_probe_accuracy  # the same check as DMASHSAC passes
 
 import aib
 from sb3_dmash import DMASHPolicy, HistoryReplayBuffer
 from sb3_dmash.common.callbacks import DynamicsAlignmentCallback
 from sb3_dmash.common.windows import initial_window
-from sb3_dmash.experiments.diagnostics import collect_embeddings, linear_probe_accuracy
 
 SMALL = dict(net_arch=[16, 16], hypernet_arch=[8], encoder_dim=8)
 
@@ -149,10 +149,5 @@ def test_sac_route_infers_the_inversion_sign():
     model.learn(21_000, callback=callback)
     for _ in range(2_000):
         callback.update(1)
-    train = collect_embeddings(model, "AIB-DI-v0", "train", n_episodes=2, steps_per_episode=20, seed=0, actions="random")
-    held_out = collect_embeddings(
-        model, "AIB-DI-v0", "eval_in", n_episodes=1, steps_per_episode=20, seed=100, actions="random"
-    )
-    sign = list(train["context_keys"]).index("action_factor")
-    accuracy = linear_probe_accuracy(train["z"], train["context"][:, sign], held_out["z"], held_out["context"][:, sign])
+    accuracy = inversion_probe_accuracy(model)
     assert accuracy > 0.9, accuracy
