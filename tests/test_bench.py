@@ -311,9 +311,10 @@ def test_save_models_writes_the_trained_model(tmp_path):
     assert not model_file.exists()
 
 
-def kill_after_second_checkpoint_and_resume(spec, tmp_path, monkeypatch, check_state=None):
+def kill_after_second_checkpoint_and_resume(spec, tmp_path, monkeypatch, check_state=None, edit_checkpoint=None):
     """Train ``spec`` uninterrupted, then again killed right after its second in-run checkpoint and resumed from it;
-    assert the same evaluations and the same final weights. ``check_state(model)`` runs at the kill."""
+    assert the same evaluations and the same final weights. ``check_state(model)`` runs at the kill,
+    ``edit_checkpoint(snapshot_folder)`` after it."""
     import torch as th
 
     from sb3_dmash.experiments.run_checkpoint import RunCheckpoint
@@ -334,6 +335,8 @@ def kill_after_second_checkpoint_and_resume(spec, tmp_path, monkeypatch, check_s
     with pytest.raises(KeyboardInterrupt):
         bench.train_and_evaluate(spec, str(tmp_path / "resumed.zip"), str(tmp_path / "ckpt"))
     assert saves == [100 * 20, 160 * 20] and RunCheckpoint(tmp_path / "ckpt").exists()
+    if edit_checkpoint is not None:
+        edit_checkpoint(RunCheckpoint(tmp_path / "ckpt").latest())
     monkeypatch.setattr(RunCheckpoint, "save", save)
     resumed, _ = bench.train_and_evaluate(spec, str(tmp_path / "resumed.zip"), str(tmp_path / "ckpt"))
 
@@ -355,6 +358,30 @@ def test_in_run_checkpoint_resumes_exactly(tmp_path, monkeypatch):
         splits=("eval_out",), policy_kwargs=GRID["policy_kwargs"], hyperparams=GRID["hyperparams"],
     )  # fmt: skip
     kill_after_second_checkpoint_and_resume(spec, tmp_path, monkeypatch)
+
+
+def test_checkpoint_from_before_the_buffer_kept_the_windows_resumes_exactly(tmp_path, monkeypatch):
+    """Older checkpoints kept DMASHSAC's rollout windows with the algorithm, and their buffer had none: the resumed
+    run acts on the saved windows and matches the uninterrupted one."""
+    import pickle
+
+    def make_old(snapshot):
+        with open(snapshot / "replay_buffer.pkl", "rb") as f:
+            buffer = pickle.load(f)
+        with open(snapshot / "state.pkl", "rb") as f:
+            state = pickle.load(f)
+        state["attributes"]["_rollout_window"] = buffer.rollout_windows(state["attributes"]["_last_obs"])
+        for key in ("_rollout_window", "_rollout_fresh", "pack_windows"):
+            del buffer.__dict__[key]
+        for name, obj in (("replay_buffer.pkl", buffer), ("state.pkl", state)):
+            with open(snapshot / name, "wb") as f:
+                pickle.dump(obj, f)
+
+    spec = bench.RunSpec(
+        env_id="AIB-DI-v0", method="dmash", seed=0, budget=180, learning_starts=100, eval_every=60, eval_episodes=1,
+        splits=("eval_out",), policy_kwargs=GRID["policy_kwargs"], hyperparams=GRID["hyperparams"],
+    )  # fmt: skip
+    kill_after_second_checkpoint_and_resume(spec, tmp_path, monkeypatch, edit_checkpoint=make_old)
 
 
 def test_checkpoints_are_removed_once_the_run_is_stored(tmp_path):

@@ -201,7 +201,7 @@ def test_rollout_window_holds_stored_transitions():
     model.learn(300)
     buffer = model.replay_buffer
     row = (buffer.pos - 1) % buffer.buffer_size
-    window = model._rollout_window
+    window = model.rollout_window()
     np.testing.assert_allclose(window[:, -1, :4], buffer.observations[row])
     np.testing.assert_allclose(window[:, -1, 4:6], buffer.actions[row])
     np.testing.assert_allclose(window[:, -1, 6:], buffer.next_observations[row] - buffer.observations[row], atol=1e-6)

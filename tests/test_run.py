@@ -50,7 +50,7 @@ def test_run_aib(n_envs):
     model.learn(total, log_interval=100)
     assert model.num_timesteps == total
     assert_trained(model, n_rounds=(total - 100) // n_envs)
-    assert model._rollout_window.shape == (n_envs, 24, 2 * 4 + 2)
+    assert model.rollout_window().shape == (n_envs, 24, 2 * 4 + 2)
     assert model.replay_buffer.n_envs == n_envs
     n_context_only = int((~model.replay_buffer.sampleable[: model.replay_buffer.pos]).sum())
     assert n_context_only == (24 if n_envs == 1 else 0)
@@ -80,7 +80,7 @@ def test_run_history_len_argument():
     assert model.policy.history_len == 3 and model.replay_buffer.history_len == 3
     model.learn(120, log_interval=100)
     assert_trained(model)
-    assert model._rollout_window.shape == (2, 3, 10)
+    assert model.rollout_window().shape == (2, 3, 10)
 
 
 def test_run_causal_alignment():
@@ -173,7 +173,7 @@ def test_run_vec_normalize():
     # the buffer stores the original (unnormalised) observations
     obs = model.replay_buffer.observations[: model.replay_buffer.pos]
     assert np.abs(obs).max() <= 1.0 + 1e-6  # AIB-DI observations lie in [-1, 1]
-    assert model._rollout_window.shape == (2, 24, 10)
+    assert model.rollout_window().shape == (2, 24, 10)
 
 
 def test_run_vec_normalize_pendulum():

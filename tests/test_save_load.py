@@ -16,6 +16,7 @@ import gymnasium as gym
 import numpy as np
 import pytest
 import torch as th
+from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.save_util import load_from_zip_file
 from stable_baselines3.common.utils import get_device
 from stable_baselines3.common.vec_env import DummyVecEnv
@@ -169,13 +170,13 @@ def test_set_parameters_errors(saved):
 def test_learn_after_load(saved):
     model, path = saved
     loaded = DMASHSAC.load(path, env=make_env(2))
-    assert loaded._rollout_window is None  # not saved: rebuilt by learn()
+    assert loaded.rollout_window() is None  # the env restarts: learn() starts the windows afresh
     loaded.learn(20, reset_num_timesteps=False)
     assert loaded.num_timesteps == 160
     assert loaded._n_updates == 30
     context_steps = {int(s["step"]) for s in loaded.policy.context.optimizer.state.values()}
     assert context_steps == {30}  # 20 before saving + 10 after loading
-    assert loaded._rollout_window.shape == (2, 24, 10)
+    assert loaded.rollout_window().shape == (2, 24, 10)
     assert not th.equal(model.log_ent_coef.detach().cpu(), loaded.log_ent_coef.detach().cpu())  # still optimised
     # reset_num_timesteps=True starts counting again
     loaded.learn(20)
@@ -187,7 +188,7 @@ def test_load_with_different_n_envs(saved):
     loaded = DMASHSAC.load(path, env=make_env(3))
     assert loaded.n_envs == 3 and loaded.replay_buffer.n_envs == 3
     loaded.learn(120)
-    assert loaded._rollout_window.shape == (3, 24, 10)
+    assert loaded.rollout_window().shape == (3, 24, 10)
     assert loaded._n_updates == 20 + 7  # vector steps 34..40 have num_timesteps > learning_starts
     context_steps = {int(s["step"]) for s in loaded.policy.context.optimizer.state.values()}
     assert context_steps == {27}
@@ -222,16 +223,30 @@ def test_set_env():
     # Keep the same env without reset: the rollout window carries over with reset_num_timesteps=False
     model.set_env(model.get_env(), force_reset=False)
     assert model._last_obs is not None
-    window = model._rollout_window
-    model.learn(64, reset_num_timesteps=False)
-    assert model._rollout_window is window
+    window = model.rollout_window()
+    buffer = model.replay_buffer
+    np.testing.assert_array_equal(window[:, -1, :4], buffer.observations[(buffer.pos - 1) % buffer.buffer_size])
+    first = _FirstRolloutWindow()
+    model.learn(64, reset_num_timesteps=False, callback=first)
+    np.testing.assert_array_equal(first.window, window)
     assert model.num_timesteps == 128
 
     # A new run (reset_num_timesteps=True) starts from a fresh window
     model.set_env(model.get_env(), force_reset=True)
     assert model._last_obs is None
-    model.learn(64)
-    assert model._rollout_window is not window
+    first = _FirstRolloutWindow()
+    model.learn(64, callback=first)
+    np.testing.assert_array_equal(first.window, initial_window(first.obs, 24, 2))
+
+
+class _FirstRolloutWindow(BaseCallback):
+    """Records the rollout window (and observation) the first action of a ``learn()`` call is conditioned on."""
+
+    def _on_training_start(self) -> None:
+        self.window, self.obs = self.model.rollout_window(), np.array(self.model._last_obs)
+
+    def _on_step(self) -> bool:
+        return True
 
 
 def test_exclude_include_saved_params(tmp_path):
@@ -245,9 +260,9 @@ def test_exclude_include_saved_params(tmp_path):
     del model
     model = DMASHSAC.load(str(tmp_path / "test_save.zip"))
     assert model.verbose == 2
-    # the rollout window and the aliases are never saved
+    # the aliases are never saved
     data, _, _ = load_from_zip_file(str(tmp_path / "test_save.zip"))
-    assert not {"_rollout_window", "actor", "critic", "critic_target", "replay_buffer", "policy"} & set(data)
+    assert not {"actor", "critic", "critic_target", "replay_buffer", "policy"} & set(data)
 
 
 def test_load_custom_objects(saved):
@@ -417,7 +432,7 @@ def test_loaded_model_keeps_settings(tmp_path):
     assert loaded.critic_lr_schedule(1.0) == pytest.approx(5e-4)
     assert loaded.context_lr_schedule(1.0) == pytest.approx(2e-4)
     loaded.learn(110)
-    assert loaded._n_updates == 5 and loaded._rollout_window.shape == (2, 7, 10)
+    assert loaded._n_updates == 5 and loaded.rollout_window().shape == (2, 7, 10)
     # A non-AIB env keeps the saved K as well
     model = make_model(DummyVecEnv([lambda: gym.make("Pendulum-v1")]), history_len=3)
     model.save(path)

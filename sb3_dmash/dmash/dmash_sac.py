@@ -31,7 +31,7 @@ from sb3_dmash.common.callbacks import DynamicsAlignmentCallback
 from sb3_dmash.common.divergence import FiniteGuard
 from sb3_dmash.common.save_util import check_saved_model
 from sb3_dmash.common.type_aliases import HistoryReplayBufferSamples
-from sb3_dmash.common.windows import initial_window, normalize_window, push_transition
+from sb3_dmash.common.windows import normalize_window
 from sb3_dmash.dmash.policies import DMASHPolicy, MlpPolicy
 from sb3_dmash.dmash.presets import resolve_method
 from sb3_dmash.dmash.routing import ContextRouting
@@ -282,8 +282,6 @@ class DMASHSAC(OffPolicyAlgorithm):
         self.ent_coef_optimizer: th.optim.Adam | None = None
         # Batches the dynamics-alignment callback drew for the coming train() call (the round shares one batch).
         self._round_batches: list[HistoryReplayBufferSamples] = []
-        # Rollout-time context windows, one row per sub-env (not saved: rebuilt at the start of learn()).
-        self._rollout_window: np.ndarray | None = None
         self._warmup_pending = False
         self._warned_unsynchronised = False
         # Update rounds between two reads of the non-finite record (0: only at the end of learn()); see train()
@@ -386,11 +384,17 @@ class DMASHSAC(OffPolicyAlgorithm):
             window = normalize_window(window, self._vec_normalize_env.normalize_obs, self.policy.obs_dim)  # type: ignore[arg-type]
         return th.as_tensor(window, dtype=th.float32, device=self.device)
 
-    def _reset_rollout_window(self) -> None:
-        assert self.env is not None
+    def rollout_window(self) -> np.ndarray | None:
+        """The context window each sub-env's next action is conditioned on while collecting: its last K stored
+        transitions (unnormalised), as the replay buffer keeps them.
+
+        :return: ``(n_envs, K, 2 obs_dim + action_dim)`` float32 (a copy), or None for the window-free methods and
+            before the first ``learn()``
+        """
+        if not self.uses_history or self.env is None or self._last_obs is None:
+            return None
         obs = self._last_original_obs if self._vec_normalize_env is not None else self._last_obs
-        obs = np.asarray(obs, dtype=np.float32).reshape(self.env.num_envs, -1)
-        self._rollout_window = initial_window(obs, self.history_len, self.policy.action_dim)  # type: ignore[arg-type]
+        return self.replay_buffer.rollout_windows(np.asarray(obs))
 
     def _setup_learn(
         self,
@@ -405,10 +409,8 @@ class DMASHSAC(OffPolicyAlgorithm):
             total_timesteps, callback, reset_num_timesteps, tb_log_name, progress_bar
         )
         assert self.env is not None
-        if self.uses_history and (
-            env_reset or self._rollout_window is None or self._rollout_window.shape[0] != self.env.num_envs
-        ):
-            self._reset_rollout_window()
+        if self.uses_history and env_reset:
+            self.replay_buffer.restart_rollout_windows()
             self._warmup_pending = False
         return total_timesteps, callback
 
@@ -443,7 +445,7 @@ class DMASHSAC(OffPolicyAlgorithm):
             self.policy.set_training_mode(False)
             with th.no_grad():
                 obs = th.as_tensor(self._last_obs, device=self.device)
-                window = self._policy_window(self._rollout_window) if self.uses_history else None
+                window = self._policy_window(self.rollout_window()) if self.uses_history else None
                 # training-mode context inference while collecting data, as the reference (shuffle, mask, subset)
                 actions = self.policy.act(obs, window, deterministic=False, training_context=True)
             scaled_action = actions.cpu().numpy().reshape((n_envs, *self.action_space.shape))  # type: ignore[misc]
@@ -460,17 +462,10 @@ class DMASHSAC(OffPolicyAlgorithm):
         dones: np.ndarray,
         infos: list[dict[str, Any]],
     ) -> None:
+        # The buffer rolls what it stores into the rollout windows (HistoryReplayBuffer.rollout_windows)
         super()._store_transition(replay_buffer, buffer_action, new_obs, reward, dones, infos)
         if not self.uses_history:
             return
-        # Read back exactly what was stored (unnormalised obs, terminal obs substituted) and roll it into the window.
-        row = (replay_buffer.pos - 1) % replay_buffer.buffer_size
-        assert self._rollout_window is not None
-        push_transition(self._rollout_window, *self.replay_buffer.stored_transition(row))
-        if not self.replay_buffer.history_across_episodes and dones.any():
-            obs = self._last_original_obs if self._vec_normalize_env is not None else self._last_obs
-            obs = np.asarray(obs, dtype=np.float32).reshape(len(dones), -1)
-            self._rollout_window[dones] = initial_window(obs[dones], self.history_len, self.policy.action_dim)  # type: ignore[arg-type]
         if self.context_warmup and dones.any() and self.num_timesteps >= self.learning_starts:
             if dones.all():
                 self._warmup_pending = True
@@ -491,12 +486,12 @@ class DMASHSAC(OffPolicyAlgorithm):
         """
         self._warmup_pending = False
         env = self.env
-        assert env is not None and self._rollout_window is not None and self._last_obs is not None
+        assert env is not None and self._last_obs is not None
         self.policy.set_training_mode(False)
         for _ in range(self.history_len):  # type: ignore[arg-type]
             with th.no_grad():
                 obs = th.as_tensor(self._last_obs, device=self.device)
-                scaled = self.policy.act(obs, self._policy_window(self._rollout_window), deterministic=True).cpu().numpy()
+                scaled = self.policy.act(obs, self._policy_window(self.rollout_window()), deterministic=True).cpu().numpy()
                 scaled = scaled.reshape((env.num_envs, *self.action_space.shape))  # type: ignore[misc]
             new_obs, _, dones, infos = env.step(self.policy.unscale_action(scaled))
             original_obs = self._last_original_obs if self._vec_normalize_env is not None else self._last_obs
@@ -510,7 +505,6 @@ class DMASHSAC(OffPolicyAlgorithm):
                     next_obs[i] = np.asarray(terminal, dtype=np.float32).reshape(-1)
             original_obs = np.asarray(original_obs, dtype=np.float32).reshape(env.num_envs, -1)
             self.replay_buffer.add_context_only(original_obs, next_obs, scaled, infos)
-            push_transition(self._rollout_window, original_obs, scaled.reshape(env.num_envs, -1), next_obs)
             self._last_obs = new_obs  # type: ignore[assignment]
             if self._vec_normalize_env is not None:
                 self._last_original_obs = self._vec_normalize_env.get_original_obs()
@@ -761,7 +755,6 @@ class DMASHSAC(OffPolicyAlgorithm):
             "_online_stats",
             "_target_stats",
             "_round_batches",
-            "_rollout_window",
             "_finite_guard",
             "_last_dump_timesteps",
         ]

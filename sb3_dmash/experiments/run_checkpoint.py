@@ -1,10 +1,10 @@
 """Exact in-run checkpoints: a training run stopped at any moment resumes from its last checkpoint bit for bit.
 
 SB3's ``save`` + ``save_replay_buffer`` keep the weights, optimisers and replay data, but a resumed ``learn()`` would
-still differ from an uninterrupted one: the environments restart their episodes, the rollout window of ``DMASHSAC``
-is rebuilt and the random streams restart. :class:`RunCheckpoint` stores, next to the model and the buffer, the
-state of each sub-env (its episode, step and random generator), the last observations and episode starts, the rollout
-window (or RecurrentPPO's LSTM states), the global random states (numpy, torch, Python) and whatever the caller adds
+still differ from an uninterrupted one: the environments restart their episodes, the rollout windows restart and the
+random streams restart. :class:`RunCheckpoint` stores, next to the model and the buffer (which holds the rollout
+windows), the state of each sub-env (its episode, step and random generator), the last observations and episode
+starts, RecurrentPPO's LSTM states, the global random states (numpy, torch, Python) and whatever the caller adds
 (the evaluation history). An on-policy model must be saved between two rollouts (its rollout buffer is not kept):
 ``AIBEvalCallback`` evaluates, and ``sb3-dmash bench`` checkpoints, at rollout starts.
 
@@ -40,7 +40,6 @@ _RUN_ATTRIBUTES = (
     "_episode_num",
     "ep_info_buffer",
     "ep_success_buffer",
-    "_rollout_window",
     "_warmup_pending",
     "_warned_unsynchronised",
     # RecurrentPPO: the LSTM states of actor and critic at the rollout boundary (load() would reset them to zeros)
@@ -154,7 +153,14 @@ class RunCheckpoint:
             setattr(base, name, value)
         if (path / "replay_buffer.pkl").exists():
             model.load_replay_buffer(path / "replay_buffer.pkl")  # type: ignore[attr-defined]
-        for name, value in state["attributes"].items():
+        attributes = dict(state["attributes"])
+        legacy_window = attributes.pop("_rollout_window", None)
+        if legacy_window is not None:
+            # Checkpoints of DMASHSAC from before its replay buffer kept the rollout windows: hand the saved windows
+            # to the buffer, which a resumed learn() acts on
+            model.replay_buffer._rollout_window = np.array(legacy_window, dtype=np.float32)  # type: ignore[attr-defined]
+            model.replay_buffer._rollout_fresh[:] = False  # type: ignore[attr-defined]
+        for name, value in attributes.items():
             setattr(model, name, value)
         model.action_space = state["action_space"]
         _set_random_states(state["random"])
