@@ -110,6 +110,30 @@ def test_table_schema_and_contents(reference):
     assert run_file["status"] == "ok" and run_file["meta"]["commit"] == rows[0]["commit"]
 
 
+def test_commit_is_dirty_only_for_changes_to_the_code(tmp_path, monkeypatch):
+    """A study that writes its results into the checkout leaves the recorded commit clean; an edit of the code does not."""
+
+    def git(*args):
+        subprocess.run(["git", *args], cwd=tmp_path, check=True, capture_output=True)
+
+    code = tmp_path / "pkg"
+    code.mkdir()
+    (code / "algo.py").write_text("x = 1\n")
+    (tmp_path / "results.csv").write_text("a\n")
+    git("init", "-q")
+    git("add", ".")
+    git("-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "init")
+    monkeypatch.setattr(bench, "_code_paths", lambda: [str(code)])
+    sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=tmp_path, capture_output=True, text=True).stdout.strip()
+    assert bench.git_commit(tmp_path) == sha
+    (tmp_path / "results.csv").write_text("a\nb\n")  # a study's output
+    (code / "new.py").write_text("")  # untracked
+    assert bench.git_commit(tmp_path) == sha
+    (code / "algo.py").write_text("x = 2\n")
+    assert bench.git_commit(tmp_path) == sha + "+dirty"
+    assert bench.git_commit(tmp_path / "pkg") == sha + "+dirty"
+
+
 def test_finished_runs_are_not_redone(reference):
     out, summary = reference
     files = sorted((out / "runs").glob("*.json"))

@@ -341,15 +341,30 @@ def _check_fault_step(invert_at: Any, envs: Iterable[str | tuple[str, Mapping[st
 
 
 # ---------------------------------------------------------------------------------------------------------- metadata
+def _code_paths() -> list[str]:
+    """The folders of the code a run executes: the ``sb3_dmash`` and ``aib`` packages."""
+    import aib
+
+    return [os.path.dirname(os.path.dirname(os.path.abspath(__file__))), os.path.dirname(os.path.abspath(aib.__file__))]
+
+
 def git_commit(path: str | os.PathLike | None = None) -> str:
-    """``<sha>`` of the checkout holding this package (``<sha>+dirty`` with uncommitted changes), or ``"unknown"``."""
+    """``<sha>`` of the checkout holding this package, ``<sha>+dirty`` if the code that runs (the ``sb3_dmash`` and
+    ``aib`` packages) has uncommitted changes, or ``"unknown"``.
+
+    Other tracked files do not count: a study writing its results into the same checkout leaves the code clean.
+    """
     cwd = os.fspath(path) if path is not None else os.path.dirname(os.path.abspath(__file__))
     try:
         sha = subprocess.run(
             ["git", "rev-parse", "HEAD"], cwd=cwd, capture_output=True, text=True, timeout=10, check=True
         ).stdout.strip()
         dirty = subprocess.run(
-            ["git", "status", "--porcelain", "--untracked-files=no"], cwd=cwd, capture_output=True, text=True, timeout=10
+            ["git", "status", "--porcelain", "--untracked-files=no", "--", *_code_paths()],
+            cwd=cwd,
+            capture_output=True,
+            text=True,
+            timeout=10,
         ).stdout.strip()
     except (OSError, subprocess.SubprocessError):
         return "unknown"
