@@ -23,7 +23,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -509,42 +509,55 @@ def _slug(text: str) -> str:
     return "".join(c if c.isalnum() or c in "-_" else "_" for c in text)
 
 
-def plot_learning_curves(frame: Any, out: Path) -> list[Path]:
-    """One PNG per env: mean AER over seeds against learning vector steps, per split, with a 95 % normal band."""
+def _plot_per_env(
+    rows: Any,
+    out: Path,
+    prefix: str,
+    splits: Sequence[str],
+    draw: Callable[[Any, Any], None],
+    xlabel: str,
+    ylabel: str,
+    vline: float | None = None,
+) -> list[Path]:
+    """One PNG per env (``<prefix>_<env>.png``), one panel per split present, ``draw(ax, method_rows)`` per method;
+    ``vline``: x of a dashed vertical marker in every panel."""
     paths = []
-    methods = _order(frame["method"].unique(), METHOD_ORDER)
-    for env, env_rows in frame.groupby("env", sort=False):
-        splits = [s for s in (*SPLITS, *sorted(set(env_rows["split"]) - set(SPLITS))) if s in set(env_rows["split"])]
-        fig = _figure(4.2 * len(splits), 3.4)
-        axes = fig.subplots(1, len(splits), squeeze=False)[0]
-        for ax, split in zip(axes, splits, strict=True):
+    methods = _order(rows["method"].unique(), METHOD_ORDER)
+    for env, env_rows in rows.groupby("env", sort=False):
+        present = set(env_rows["split"])
+        env_splits = [s for s in splits if s in present]
+        fig = _figure(4.2 * len(env_splits), 3.4)
+        axes = fig.subplots(1, len(env_splits), squeeze=False)[0]
+        for ax, split in zip(axes, env_splits, strict=True):
             for method in methods:
-                rows = env_rows[(env_rows["method"] == method) & (env_rows["split"] == split)]
-                if rows.empty:
-                    continue
-                curve = rows.groupby("step")["aer"].agg(["mean", "std", "count"]).sort_index()
-                half = 1.96 * curve["std"].fillna(0.0) / np.sqrt(curve["count"])
-                label = rows["method_name"].iloc[0]
-                ax.plot(curve.index, curve["mean"], marker="o", markersize=3, label=label)
-                ax.fill_between(curve.index, curve["mean"] - half, curve["mean"] + half, alpha=0.2)
-            title = f"{env_rows['env_name'].iloc[0]} - {SPLIT_NAMES.get(split, split)}"
-            _label_panel(ax, title, "learning vector steps", "AER")
-        paths.append(_save_panels(fig, axes, out / f"curves_{_slug(env)}.png"))
+                method_rows = env_rows[(env_rows["method"] == method) & (env_rows["split"] == split)]
+                if not method_rows.empty:
+                    draw(ax, method_rows)
+            if vline is not None:
+                ax.axvline(vline, color="k", linewidth=0.8, linestyle="--")
+            ax.set_title(f"{env_rows['env_name'].iloc[0]} - {SPLIT_NAMES.get(split, split)}")
+            ax.set_xlabel(xlabel)
+            ax.set_ylabel(ylabel)
+            ax.grid(alpha=0.3)
+        axes[0].legend(fontsize="small")
+        fig.tight_layout()
+        path = out / f"{prefix}_{_slug(env)}.png"
+        fig.savefig(path)
+        paths.append(path)
     return paths
 
 
-def _label_panel(ax: Any, title: str, xlabel: str, ylabel: str) -> None:
-    ax.set_title(title)
-    ax.set_xlabel(xlabel)
-    ax.set_ylabel(ylabel)
-    ax.grid(alpha=0.3)
+def plot_learning_curves(frame: Any, out: Path) -> list[Path]:
+    """One PNG per env: mean AER over seeds against learning vector steps, per split, with a 95 % normal band."""
 
+    def draw(ax: Any, rows: Any) -> None:
+        curve = rows.groupby("step")["aer"].agg(["mean", "std", "count"]).sort_index()
+        half = 1.96 * curve["std"].fillna(0.0) / np.sqrt(curve["count"])
+        ax.plot(curve.index, curve["mean"], marker="o", markersize=3, label=rows["method_name"].iloc[0])
+        ax.fill_between(curve.index, curve["mean"] - half, curve["mean"] + half, alpha=0.2)
 
-def _save_panels(fig: Any, axes: Any, path: Path) -> Path:
-    axes[0].legend(fontsize="small")
-    fig.tight_layout()
-    fig.savefig(path)
-    return path
+    splits = [*SPLITS, *sorted(set(frame["split"]) - set(SPLITS))]
+    return _plot_per_env(frame, out, "curves", splits, draw, "learning vector steps", "AER")
 
 
 # ---------------------------------------------------------------------------------------------------------- faults
@@ -621,29 +634,17 @@ def format_faults(faults: Any) -> str:
 def plot_fault_traces(frame: Any, out: Path) -> list[Path]:
     """One PNG per env: the mean reward per step around the fault (each run's last evaluation), per method and split,
     with a 95 % normal band over seeds; step 0 is the first step with inverted actions."""
-    paths = []
-    methods = _order(frame["method"].unique(), METHOD_ORDER)
-    finals = _final_fault_rows(frame)
-    for env, env_rows in finals.groupby("env", sort=False):
-        splits = [s for s in SPLITS if s in set(env_rows["split"])]
-        fig = _figure(4.2 * len(splits), 3.4)
-        axes = fig.subplots(1, len(splits), squeeze=False)[0]
-        for ax, split in zip(axes, splits, strict=True):
-            for method in methods:
-                rows = env_rows[(env_rows["method"] == method) & (env_rows["split"] == split)]
-                if rows.empty:
-                    continue
-                traces = np.array([json.loads(t) if isinstance(t, str) else t for t in rows["reward_trace"]], dtype=float)
-                x = np.arange(traces.shape[1]) + int(rows["reward_trace_start"].iloc[0]) - int(rows["invert_at"].iloc[0])
-                mean = traces.mean(axis=0)
-                half = 1.96 * traces.std(axis=0, ddof=1) / np.sqrt(len(traces)) if len(traces) > 1 else np.zeros_like(mean)
-                ax.plot(x, mean, label=f"{rows['method_name'].iloc[0]} ({len(traces)} seed{'s' * (len(traces) > 1)})")
-                ax.fill_between(x, mean - half, mean + half, alpha=0.2)
-            ax.axvline(0, color="k", linewidth=0.8, linestyle="--")
-            title = f"{env_rows['env_name'].iloc[0]} - {SPLIT_NAMES.get(split, split)}"
-            _label_panel(ax, title, "steps since the fault (actions inverted from 0)", "mean reward per step")
-        paths.append(_save_panels(fig, axes, out / f"fault_{_slug(env)}.png"))
-    return paths
+
+    def draw(ax: Any, rows: Any) -> None:
+        traces = np.array([json.loads(t) if isinstance(t, str) else t for t in rows["reward_trace"]], dtype=float)
+        x = np.arange(traces.shape[1]) + int(rows["reward_trace_start"].iloc[0]) - int(rows["invert_at"].iloc[0])
+        mean = traces.mean(axis=0)
+        half = 1.96 * traces.std(axis=0, ddof=1) / np.sqrt(len(traces)) if len(traces) > 1 else np.zeros_like(mean)
+        ax.plot(x, mean, label=f"{rows['method_name'].iloc[0]} ({len(traces)} seed{'s' * (len(traces) > 1)})")
+        ax.fill_between(x, mean - half, mean + half, alpha=0.2)
+
+    xlabel = "steps since the fault (actions inverted from 0)"
+    return _plot_per_env(_final_fault_rows(frame), out, "fault", SPLITS, draw, xlabel, "mean reward per step", vline=0)
 
 
 def _fault_markdown(faults: Any) -> list[str]:
