@@ -1,7 +1,8 @@
-"""The ``sb3-dmash`` command: ``bench`` (a resumable sweep), ``faults`` (a study's models under a mid-episode fault),
-``report`` (tables, IQM, plots) and ``diagnose`` (z).
+"""The ``sb3-dmash`` command: ``bench`` (a resumable sweep), ``status`` (where a sweep stands), ``faults`` (a study's
+models under a mid-episode fault), ``report`` (tables, IQM, plots) and ``diagnose`` (z).
 
     sb3-dmash bench --envs AIB-DI-v0 AIB-ODE-v0 --methods dmash dr --seeds 0-9 --save-models --out results/
+    sb3-dmash status results/
     sb3-dmash faults results/ --invert-at 50 --out results-faults/
     sb3-dmash report results/ --out report/
     sb3-dmash diagnose model.zip --env AIB-DI-v0 --split handcrafted_train --out diag/
@@ -148,6 +149,24 @@ def _bench(args: argparse.Namespace) -> int:
     )
     print(summary.format())
     return 0 if summary.ok else 1
+
+
+def _status_parser(sub: Any) -> None:
+    p = sub.add_parser(
+        "status",
+        help="where a bench folder stands: finished, in progress (step, time, last AER), failed; the time left",
+        description="Read a bench folder without changing it, also while its driver runs: the runs finished, in "
+        "progress (from their newest in-run checkpoint: learning steps, time so far, last evaluation), failed and not "
+        "started, whether a driver holds the folder, and the time left estimated from the finished runs.",
+    )
+    p.add_argument("out", help="a bench folder (--out of sb3-dmash bench)")
+
+
+def _status(args: argparse.Namespace) -> int:
+    from sb3_dmash.experiments.status import study_status
+
+    print(study_status(args.out).format())
+    return 0
 
 
 def _faults_parser(sub: Any) -> None:
@@ -300,6 +319,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", required=True)
     _bench_parser(sub)
+    _status_parser(sub)
     _faults_parser(sub)
     _report_parser(sub)
     _diagnose_parser(sub)
@@ -316,7 +336,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     main_thread = threading.current_thread() is threading.main_thread()  # signal handlers live in the main thread
     previous = signal.signal(signal.SIGTERM, _raise_terminated) if main_thread else None
     try:
-        return {"bench": _bench, "faults": _faults, "report": _report, "diagnose": _diagnose}[args.command](args)
+        commands = {"bench": _bench, "status": _status, "faults": _faults, "report": _report, "diagnose": _diagnose}
+        return commands[args.command](args)
     except Terminated:
         return 128 + signal.SIGTERM
     except KeyboardInterrupt:
