@@ -376,16 +376,6 @@ class HistoryReplayBuffer(StratifiedReplayBuffer):
             next_obs[i] = self._kept_next_obs[int(flat_inds[i])]
         return next_obs
 
-    def stored_transition(self, row: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """``(obs, action, next_obs)`` of every column at ``row`` as stored (unnormalised, terminal observations
-        substituted), each ``(n_envs, dim)``."""
-        flat = row * self.n_envs + np.arange(self.n_envs)
-        return (
-            self.observations[row].reshape(self.n_envs, -1),
-            self.actions[row].reshape(self.n_envs, -1),
-            self._next_obs_at(flat).reshape(self.n_envs, -1),
-        )
-
     def _push_rollout(self, obs: np.ndarray, action: np.ndarray, next_obs: np.ndarray, done: np.ndarray) -> None:
         obs = np.asarray(obs, dtype=np.float32).reshape(self.n_envs, self.obs_dim)
         if self._rollout_fresh.any():
