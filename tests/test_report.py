@@ -375,3 +375,22 @@ def test_paired_uses_only_common_seeds(rows, tmp_path):
     paired = make_report(fewer, tmp_path, reps=200, seed=0, plots=False).tables["paired"]
     row = paired[(paired["baseline"] == "dr")].iloc[0]
     assert row["n_seeds"] == len(SEEDS) - 1 and str(SEEDS[0]) not in row["seeds"].split()
+
+
+def test_report_of_some_envs_and_methods(rows, tmp_path, capsys):
+    folder = fake_bench_folder(rows, tmp_path / "bench")
+    full = make_report(folder, tmp_path / "full", reps=300, plots=False)
+    ode = make_report(folder, tmp_path / "ode", reps=300, plots=False, envs=["AIB-ODE-v0"])
+    assert set(ode.tables["scores"]["env"]) == {"AIB-ODE-v0"} and ode.diverged == []  # the diverged run is DI's
+    full_ode = full.tables["per_env"][full.tables["per_env"]["env"] == "AIB-ODE-v0"].reset_index(drop=True)
+    assert ode.tables["per_env"].reset_index(drop=True).equals(full_ode)  # per-env cells do not depend on the others
+    di = make_report(folder, tmp_path / "di", reps=300, plots=False, envs=["DI"], methods=["dmash"])  # display name
+    assert set(di.tables["scores"]["env"]) == {"AIB-DI-v0"} and set(di.tables["scores"]["method"]) == {"dmash"}
+    assert [run["seed"] for run in di.diverged] == [3]
+    with pytest.raises(ValueError, match=r"envs \['AIB-Foo-v0'\] are not in the results table; it has \['AIB-DI-v0'"):
+        make_report(folder, tmp_path / "x", reps=300, plots=False, envs=["AIB-Foo-v0"])
+    with pytest.raises(ValueError, match=r"methods \['sac'\] are not in the results table; it has \['dmash', 'dr'\]"):
+        make_report(folder, tmp_path / "x", reps=300, plots=False, methods=["sac"])
+    args = ["report", str(folder), "--out", str(tmp_path / "cli"), "--reps", "300", "--no-plots", "--envs", "AIB-ODE-v0"]
+    assert cli.main(args) == 0
+    assert "Normalised IQM [95 % CI], All (1 env)" in capsys.readouterr().out

@@ -237,6 +237,8 @@ def _report_parser(sub: Any) -> None:
     p.add_argument("--seed", type=int, default=0, help="bootstrap seed")
     p.add_argument("--bounds", nargs="+", help="normalisation bounds ENV=LO,HI (required for WalkerGym/HopperGym)")
     p.add_argument("--reference", default="dmash", help="method whose gains and P(improvement) are reported")
+    p.add_argument("--envs", nargs="+", default=None, help="only these envs (ids or display names; default all)")
+    p.add_argument("--methods", nargs="+", default=None, help="only these methods (default all)")
     p.add_argument("--no-plots", action="store_true")
 
 
@@ -257,6 +259,8 @@ def _report(args: argparse.Namespace) -> int:
         bounds=_bounds(args.bounds),
         reference=args.reference,
         plots=not args.no_plots,
+        envs=args.envs,
+        methods=args.methods,
     )
     for warning in result.warnings:
         print(f"warning: {warning}", file=sys.stderr)

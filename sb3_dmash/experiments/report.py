@@ -417,6 +417,30 @@ def bench_folder(results: Any) -> Path | None:
     return folder if (folder / "runs").is_dir() else None
 
 
+def select_runs(
+    frame: Any, diverged: list[dict[str, Any]], envs: Sequence[str] | None, methods: Sequence[str] | None
+) -> tuple[Any, list[dict[str, Any]]]:
+    """The rows (and diverged runs) of the given envs and methods; an unknown name is a ``ValueError`` that lists the
+    table's."""
+    keep = np.ones(len(frame), dtype=bool)
+    if envs is not None:
+        names = {str(v) for column in ("env", "env_id", "env_name") for v in frame[column].unique()}
+        unknown = [env for env in envs if env not in names]
+        if unknown:
+            raise ValueError(f"envs {unknown} are not in the results table; it has {sorted(frame['env'].unique())}")
+        chosen = frame["env"].isin(envs) | frame["env_id"].isin(envs) | frame["env_name"].isin(envs)
+        keep &= chosen.to_numpy()
+        kept_envs = set(frame.loc[chosen, "env"])
+        diverged = [run for run in diverged if run["env"] in kept_envs]
+    if methods is not None:
+        unknown = [method for method in methods if method not in set(frame["method"])]
+        if unknown:
+            raise ValueError(f"methods {unknown} are not in the results table; it has {sorted(frame['method'].unique())}")
+        keep &= frame["method"].isin(methods).to_numpy()
+        diverged = [run for run in diverged if run["method"] in methods]
+    return frame[keep], diverged
+
+
 def find_diverged(results: Any) -> list[dict[str, Any]]:
     """The diverged runs of the bench folder behind ``results`` (:func:`~sb3_dmash.experiments.bench.diverged_runs`),
     or ``[]``."""
@@ -916,6 +940,8 @@ def make_report(
     plots: bool = True,
     per_env_reps: int | None = None,
     improvement_reps: int | None = None,
+    envs: Sequence[str] | None = None,
+    methods: Sequence[str] | None = None,
 ) -> ReportResult:
     """Build the report of a results table into ``out``.
 
@@ -933,6 +959,8 @@ def make_report(
     :param plots: write the PNG figures.
     :param per_env_reps: replicates of the per-env CIs (default ``min(reps, 10000)``).
     :param improvement_reps: replicates of the P(improvement) CIs (default ``min(reps, 2000)``).
+    :param envs: report only these envs (env keys such as ``AIB-ODE-v0:k=5``, ids or display names); default all.
+    :param methods: report only these methods; default all.
     """
     out = Path(out)
     diverged = find_diverged(results)
@@ -942,6 +970,7 @@ def make_report(
         if diverged and "no result rows" in str(exc):
             raise ValueError(f"{exc}; every finished run diverged:\n{format_diverged(diverged)}") from None
         raise
+    frame, diverged = select_runs(frame, diverged, envs, methods)
     out.mkdir(parents=True, exist_ok=True)
     scores = final_scores(frame)
     env_bounds, warnings = normalisation_bounds(frame, bounds)
