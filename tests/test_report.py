@@ -394,3 +394,11 @@ def test_report_of_some_envs_and_methods(rows, tmp_path, capsys):
     args = ["report", str(folder), "--out", str(tmp_path / "cli"), "--reps", "300", "--no-plots", "--envs", "AIB-ODE-v0"]
     assert cli.main(args) == 0
     assert "Normalised IQM [95 % CI], All (1 env)" in capsys.readouterr().out
+
+
+def test_each_method_keeps_its_colour():
+    from sb3_dmash.experiments.report import METHOD_ORDER, method_color
+
+    colours = [method_color(method) for method in METHOD_ORDER]
+    assert len(set(colours)) == len(METHOD_ORDER)  # known methods never share a colour
+    assert method_color("my_method") == method_color("my_method")  # others get a stable one

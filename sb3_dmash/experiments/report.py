@@ -529,6 +529,15 @@ def _figure(width: float, height: float) -> Any:
     return fig
 
 
+def method_color(method: str) -> str:
+    """The colour of a method in every figure (fixed by its place in :data:`METHOD_ORDER`, so that a method keeps its
+    colour whichever other methods a figure shows)."""
+    palette = ("tab:blue", "tab:olive", "tab:orange", "tab:gray", "tab:green", "tab:brown", "tab:pink", "tab:red")
+    palette += ("tab:purple", "tab:cyan")
+    index = METHOD_ORDER.index(method) if method in METHOD_ORDER else len(METHOD_ORDER) + sum(map(ord, method))
+    return palette[index % len(palette)]
+
+
 def _slug(text: str) -> str:
     return "".join(c if c.isalnum() or c in "-_" else "_" for c in text)
 
@@ -538,12 +547,13 @@ def _plot_per_env(
     out: Path,
     prefix: str,
     splits: Sequence[str],
-    draw: Callable[[Any, Any], None],
+    draw: Callable[[Any, Any, str], None],
     xlabel: str,
     ylabel: str,
     vline: float | None = None,
 ) -> list[Path]:
-    """One PNG per env (``<prefix>_<env>.png``), one panel per split present, ``draw(ax, method_rows)`` per method;
+    """One PNG per env (``<prefix>_<env>.png``), one panel per split present, ``draw(ax, method_rows, colour)`` per
+    method;
     ``vline``: x of a dashed vertical marker in every panel."""
     paths = []
     methods = _order(rows["method"].unique(), METHOD_ORDER)
@@ -556,7 +566,7 @@ def _plot_per_env(
             for method in methods:
                 method_rows = env_rows[(env_rows["method"] == method) & (env_rows["split"] == split)]
                 if not method_rows.empty:
-                    draw(ax, method_rows)
+                    draw(ax, method_rows, method_color(method))
             if vline is not None:
                 ax.axvline(vline, color="k", linewidth=0.8, linestyle="--")
             ax.set_title(f"{env_rows['env_name'].iloc[0]} - {SPLIT_NAMES.get(split, split)}")
@@ -574,11 +584,11 @@ def _plot_per_env(
 def plot_learning_curves(frame: Any, out: Path) -> list[Path]:
     """One PNG per env: mean AER over seeds against learning vector steps, per split, with a 95 % normal band."""
 
-    def draw(ax: Any, rows: Any) -> None:
+    def draw(ax: Any, rows: Any, color: str) -> None:
         curve = rows.groupby("step")["aer"].agg(["mean", "std", "count"]).sort_index()
         half = 1.96 * curve["std"].fillna(0.0) / np.sqrt(curve["count"])
-        ax.plot(curve.index, curve["mean"], marker="o", markersize=3, label=rows["method_name"].iloc[0])
-        ax.fill_between(curve.index, curve["mean"] - half, curve["mean"] + half, alpha=0.2)
+        ax.plot(curve.index, curve["mean"], marker="o", markersize=3, color=color, label=rows["method_name"].iloc[0])
+        ax.fill_between(curve.index, curve["mean"] - half, curve["mean"] + half, color=color, alpha=0.2)
 
     splits = [*SPLITS, *sorted(set(frame["split"]) - set(SPLITS))]
     return _plot_per_env(frame, out, "curves", splits, draw, "learning vector steps", "AER")
@@ -659,13 +669,14 @@ def plot_fault_traces(frame: Any, out: Path) -> list[Path]:
     """One PNG per env: the mean reward per step around the fault (each run's last evaluation), per method and split,
     with a 95 % normal band over seeds; step 0 is the first step with inverted actions."""
 
-    def draw(ax: Any, rows: Any) -> None:
+    def draw(ax: Any, rows: Any, color: str) -> None:
         traces = np.array([json.loads(t) if isinstance(t, str) else t for t in rows["reward_trace"]], dtype=float)
         x = np.arange(traces.shape[1]) + int(rows["reward_trace_start"].iloc[0]) - int(rows["invert_at"].iloc[0])
         mean = traces.mean(axis=0)
         half = 1.96 * traces.std(axis=0, ddof=1) / np.sqrt(len(traces)) if len(traces) > 1 else np.zeros_like(mean)
-        ax.plot(x, mean, label=f"{rows['method_name'].iloc[0]} ({len(traces)} seed{'s' * (len(traces) > 1)})")
-        ax.fill_between(x, mean - half, mean + half, alpha=0.2)
+        label = f"{rows['method_name'].iloc[0]} ({len(traces)} seed{'s' * (len(traces) > 1)})"
+        ax.plot(x, mean, color=color, label=label)
+        ax.fill_between(x, mean - half, mean + half, color=color, alpha=0.2)
 
     xlabel = "steps since the fault (actions inverted from 0)"
     return _plot_per_env(_final_fault_rows(frame), out, "fault", SPLITS, draw, xlabel, "mean reward per step", vline=0)
@@ -726,7 +737,7 @@ def plot_iqm_bars(aggregate: Any, out: Path) -> Path:
                 errs[1].append(r["iqm_high"] - r["iqm"])
             if xs:
                 name = aggregate.loc[aggregate["method"] == method, "method_name"].iloc[0]
-                ax.bar(xs, ys, width, yerr=np.array(errs), capsize=2, label=name)
+                ax.bar(xs, ys, width, yerr=np.array(errs), capsize=2, color=method_color(method), label=name)
         ax.set_xticks(range(len(SUBSETS)))
         ax.set_xticklabels(SUBSETS)
         ax.set_title(SPLIT_NAMES[split])
