@@ -102,3 +102,16 @@ def test_cli_status(study, capsys):
         cli.main(["status", str(out / "runs")])
     assert exit_info.value.code == 2
     assert "is not a bench folder: it has no grid.json" in capsys.readouterr().err
+
+
+def test_a_finished_study_has_nothing_to_resume(study, tmp_path):
+    out, specs = study
+    (tmp_path / "runs").mkdir()
+    done = out / "runs" / f"{specs[0].run_id}.json"
+    (tmp_path / "runs" / done.name).write_text(done.read_text())
+    grid = json.loads((out / "grid.json").read_text())
+    grid["runs"] = grid["runs"][:1]
+    (tmp_path / "grid.json").write_text(json.dumps(grid))
+    text = study_status(tmp_path).format()
+    assert text.splitlines() == [f"{tmp_path}: 1 of 1 runs finished (0 diverged), 0 in progress, 0 failed, 0 not started",
+                                 "driver: none running"]  # fmt: skip

@@ -65,9 +65,13 @@ class StudyStatus:
     def format(self) -> str:
         lines = [
             f"{self.out}: {len(self.finished)} of {len(self.specs)} runs finished ({self.n_diverged} diverged), "
-            f"{len(self.in_progress)} in progress, {len(self.failed)} failed, {len(self.pending)} not started",
-            f"driver: {self.driver}" if self.driver else "driver: none running (rerun the bench command to resume)",
+            f"{len(self.in_progress)} in progress, {len(self.failed)} failed, {len(self.pending)} not started"
         ]
+        unfinished = self.in_progress or self.pending or self.failed
+        if self.driver:
+            lines.append(f"driver: {self.driver}")
+        else:
+            lines.append("driver: none running" + (" (rerun the bench command to resume)" if unfinished else ""))
         for run in self.in_progress:
             spec = run.spec
             line = (
@@ -81,7 +85,7 @@ class StudyStatus:
             lines.append(line)
         for spec in self.failed:
             lines.append(f"  FAILED {spec.run_id} (see runs/{spec.run_id}.error.json)")
-        if self.seconds_left is not None and (self.in_progress or self.pending or self.failed):
+        if self.seconds_left is not None and unfinished:
             hours = self.seconds_left / 3600
             lines.append(
                 f"time left (estimated from the finished runs' durations per env and method): {hours:.1f} h of run "
