@@ -402,3 +402,9 @@ def test_each_method_keeps_its_colour():
     colours = [method_color(method) for method in METHOD_ORDER]
     assert len(set(colours)) == len(METHOD_ORDER)  # known methods never share a colour
     assert method_color("my_method") == method_color("my_method")  # others get a stable one
+
+
+def test_report_says_which_code_produced_how_many_runs(rows, tmp_path):
+    folder = fake_bench_folder(rows, tmp_path / "bench")
+    result = make_report(folder, tmp_path / "rep", reps=300, plots=False)
+    assert "- commit(s) (runs): abc123 (12)" in result.markdown.read_text()  # 2 envs x 2 methods x 3 seeds, ok runs

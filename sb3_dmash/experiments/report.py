@@ -769,8 +769,12 @@ def _meta_lines(results: Any, frame: Any) -> list[str]:
             meta = json.loads(grid.read_text(encoding="utf-8")).get("meta", {})
             lines.append(f"- command: `{meta.get('command', '?')}`")
             lines.append(f"- versions: {', '.join(f'{k} {v}' for k, v in meta.get('versions', {}).items())}")
+    if "commit" in frame:  # which code produced how many runs
+        runs = frame.drop_duplicates("run_id") if "run_id" in frame else frame
+        counts = runs.dropna(subset=["commit"]).groupby("commit").size()
+        what = "runs" if "run_id" in frame else "rows"
+        lines.append(f"- commit(s) ({what}): " + ", ".join(f"{commit} ({n})" for commit, n in sorted(counts.items())))
     for column, label in (
-        ("commit", "commit(s)"),
         ("budget", "budget(s), vector steps"),
         ("n_episodes", "episodes per context"),
     ):
