@@ -22,6 +22,7 @@ from typing import Any
 from sb3_dmash.experiments.bench import (
     SPLIT_ORDER,
     RunSpec,
+    _run_path,
     env_display_name,
     load_error,
     load_run,
@@ -185,8 +186,8 @@ def study_status(out: str | os.PathLike) -> StudyStatus:
             finished.append(payload)
             continue
         progress = _checkpoint_progress(out, spec)
-        error_file = out / "runs" / f"{spec.run_id}.error.json"
         # A failed run keeps its error file until a retry finishes it: a checkpoint newer than the error is the retry
+        error_file = _run_path(out, spec.run_id, error=True)
         failed_since = error_file.stat().st_mtime if load_error(out, spec) is not None else None
         if failed_since is not None and (progress is None or progress.saved_at <= failed_since):
             failed.append(spec)
