@@ -408,3 +408,44 @@ def test_report_says_which_code_produced_how_many_runs(rows, tmp_path):
     folder = fake_bench_folder(rows, tmp_path / "bench")
     result = make_report(folder, tmp_path / "rep", reps=300, plots=False)
     assert "- commit(s) (runs): abc123 (12)" in result.markdown.read_text()  # 2 envs x 2 methods x 3 seeds, ok runs
+
+
+def test_one_report_from_several_sources(rows, tmp_path, capsys):
+    folder = fake_bench_folder(rows, tmp_path / "bench")
+    parts = {method: tmp_path / method for method in ("dmash", "dr")}  # the same runs, one folder per method
+    for method, part in parts.items():
+        for run in bench.finished_runs(folder):
+            if run["spec"]["method"] == method:
+                bench.write_payload(part, run)
+        bench.write_tables(part, bench.collect_rows(part))
+    whole = make_report(folder, tmp_path / "whole", reps=300, plots=False)
+    joint = make_report(list(parts.values()), tmp_path / "joint", reps=300, plots=False)
+    for name in ("scores", "per_env", "aggregate", "paired"):
+        keys = [c for c in ("env", "method", "baseline", "seed", "split", "subset") if c in whole.tables[name]]
+        a, b = (t.tables[name].sort_values(keys).reset_index(drop=True) for t in (joint, whole))  # row order aside
+        assert a.equals(b), name
+    assert [run["seed"] for run in joint.diverged] == [3]  # dmash's folder has the diverged run
+    assert f"- source: `{parts['dmash']}`, `{parts['dr']}`" in joint.markdown.read_text()
+    assert cli.main(["report", *map(str, parts.values()), "--out", str(tmp_path / "cli"), "--reps", "300", "--no-plots"]) == 0
+    with pytest.raises(SystemExit):
+        cli.main(["report", *map(str, parts.values())])
+    assert "--out is required with several results" in capsys.readouterr().err
+    with pytest.raises(ValueError, match=r"run AIB-DI-v0__dmash__seed0__\w+ is in two of the results given"):
+        make_report([folder, parts["dmash"]], tmp_path / "twice", reps=300, plots=False)
+
+
+def test_two_runs_of_one_cell_are_refused(rows, tmp_path):
+    folder = fake_bench_folder(rows, tmp_path / "bench")
+    # the same env, method and seed again at another budget: its evaluations must not be pooled with the first run's
+    spec = bench.RunSpec("AIB-DI-v0", "dmash", 0, budget=20000)
+    records = [
+        {**{k: r[k] for k in ("split", "step", "aer", "per_context", "n_episodes")}, "mean_reward": r["aer"]}
+        for r in rows
+        if (r["env"], r["method"], r["seed"]) == ("AIB-DI-v0", "dmash", 0)
+    ]
+    run = {"run_id": spec.run_id, "spec": spec.to_dict(), "meta": {"commit": "abc123"}, "records": records, "status": "ok"}
+    bench.write_payload(folder, run)
+    bench.write_tables(folder, bench.collect_rows(folder))
+    with pytest.raises(ValueError, match=r"AIB-DI-v0 dmash seed 0: runs \[.*\]; they differ in budget \['10000', '20000'\]"):
+        make_report(folder, tmp_path / "rep", reps=300, plots=False)
+    assert make_report(folder, tmp_path / "dr", reps=300, plots=False, methods=["dr"]).tables["scores"]["seed"].nunique() == 3

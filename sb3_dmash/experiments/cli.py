@@ -231,8 +231,13 @@ def _report_parser(sub: Any) -> None:
         "its 95 %% CIs and seeds per env) and the runs that diverged. Warnings (cells with fewer than 3 seeds, unknown "
         "return bounds, diverged runs) go to stderr.",
     )
-    p.add_argument("results", help="a bench folder, results.csv or results.jsonl")
-    p.add_argument("--out", default=None, help="report folder (default: <results>/report)")
+    p.add_argument(
+        "results",
+        nargs="+",
+        help="a bench folder, results.csv or results.jsonl; several give one report of their rows together "
+        "(one run per env, method and seed)",
+    )
+    p.add_argument("--out", default=None, help="report folder (default: <results>/report; required with several)")
     p.add_argument("--reps", type=int, default=50_000, help="bootstrap replicates (rliable's default 50000)")
     p.add_argument("--seed", type=int, default=0, help="bootstrap seed")
     p.add_argument("--bounds", nargs="+", help="normalisation bounds ENV=LO,HI (required for WalkerGym/HopperGym)")
@@ -249,10 +254,12 @@ def _report(args: argparse.Namespace) -> int:
 
     out = args.out
     if out is None:
-        base = Path(args.results)
+        if len(args.results) > 1:
+            raise ValueError(f"--out is required with several results ({len(args.results)} given: {args.results})")
+        base = Path(args.results[0])
         out = (base if base.is_dir() else base.parent) / "report"
     result = make_report(
-        args.results,
+        args.results[0] if len(args.results) == 1 else args.results,
         out,
         reps=args.reps,
         seed=args.seed,

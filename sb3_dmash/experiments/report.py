@@ -67,13 +67,41 @@ class ReportResult:
 
 
 # ---------------------------------------------------------------------------------------------------------- data
-def load_frame(results: str | os.PathLike | Sequence[Mapping[str, Any]]) -> Any:
-    """The results rows as a DataFrame (a bench folder, a CSV or JSONL table, or a list of row dicts)."""
+Results = str | os.PathLike | Sequence[str | os.PathLike] | Sequence[Mapping[str, Any]]
+"""What a report is made from: a bench folder or results table, several of them (their rows together), or row dicts."""
+
+
+def result_sources(results: Any) -> list[Path] | None:
+    """The folders or tables behind ``results`` (one path, or a list of paths), or ``None`` for row dicts."""
+    if isinstance(results, (str, os.PathLike)):
+        return [Path(results)]
+    if isinstance(results, Sequence) and results and all(isinstance(r, (str, os.PathLike)) for r in results):
+        return [Path(r) for r in results]
+    return None
+
+
+def load_frame(results: Results) -> Any:
+    """The results rows as a DataFrame: a bench folder, a CSV or JSONL table, several of them (rows concatenated), or
+    a list of row dicts."""
     pd = require("pandas", "analysis")  # a clear error without sb3-dmash[analysis]
 
     from sb3_dmash.experiments.bench import load_results
 
-    rows = load_results(results) if isinstance(results, (str, os.PathLike)) else [dict(r) for r in results]
+    sources = result_sources(results)
+    if sources is None:
+        rows = [dict(r) for r in results]
+    else:
+        rows = []
+        seen: dict[str, Path] = {}  # run id -> the source that has it
+        for source in sources:
+            source_rows = load_results(source)
+            if not source_rows:
+                raise ValueError(f"no result rows in {str(source)!r}")
+            for run_id in dict.fromkeys(r.get("run_id") for r in source_rows if r.get("run_id") is not None):
+                if run_id in seen:
+                    raise ValueError(f"run {run_id} is in two of the results given: {seen[run_id]} and {source}")
+                seen[run_id] = source
+            rows += source_rows
     if not rows:
         raise ValueError(f"no result rows in {results!r}")
     frame = pd.DataFrame(rows)
@@ -97,6 +125,42 @@ def load_frame(results: str | os.PathLike | Sequence[Mapping[str, Any]]) -> Any:
     frame["step"] = frame["step"].astype(int)
     frame["aer"] = frame["aer"].astype(float)
     return frame
+
+
+RUN_COLUMNS = ("budget", "learning_starts", "eval_every", "eval_schedule", "n_envs", "invert_at", "n_episodes")
+"""Settings of a run that the table records; two runs of one cell that differ in them are named in the error."""
+
+
+def check_one_run_per_cell(frame: Any) -> None:
+    """Refuse a table with two runs of one (env, method, seed): their evaluations would be pooled into one score.
+
+    Such tables come from a grid rerun with other settings into the same folder (another budget, an ablation's
+    ``--policy-kwargs`` under the same method name) or from several sources that overlap. The error names the cells,
+    the run ids and the recorded settings in which they differ.
+    """
+    if "run_id" not in frame:
+        return
+    runs = frame.drop_duplicates("run_id")
+    counts = runs.groupby(["env", "method", "seed"], sort=False)["run_id"].nunique()
+    clashes = counts[counts > 1]
+    if clashes.empty:
+        return
+    lines = []
+    for env, method, seed in clashes.index[:5]:
+        cell = runs[(runs["env"] == env) & (runs["method"] == method) & (runs["seed"] == seed)]
+        differ = [
+            f"{column} {sorted({str(v) for v in cell[column]})}"
+            for column in RUN_COLUMNS
+            if column in cell and cell[column].astype(str).nunique() > 1
+        ]
+        what = "; they differ in " + ", ".join(differ) if differ else " (they differ in settings the table does not record)"
+        lines.append(f"  {env} {method} seed {seed}: runs {sorted(cell['run_id'])}{what}")
+    more = f"\n  ... and {len(clashes) - 5} more" if len(clashes) > 5 else ""
+    raise ValueError(
+        f"{len(clashes)} (env, method, seed) cell(s) hold more than one run, whose evaluations would be pooled into one "
+        "score:\n" + "\n".join(lines) + more + "\nReport them separately (one folder per setting) or choose with "
+        "--envs/--methods."
+    )
 
 
 def final_scores(frame: Any) -> Any:
@@ -446,8 +510,11 @@ def find_diverged(results: Any) -> list[dict[str, Any]]:
     or ``[]``."""
     from sb3_dmash.experiments.bench import diverged_runs
 
-    folder = bench_folder(results)
-    return [] if folder is None else diverged_runs(folder)
+    diverged = []
+    for source in result_sources(results) or []:
+        folder = bench_folder(source)
+        diverged += [] if folder is None else diverged_runs(folder)
+    return diverged
 
 
 # ---------------------------------------------------------------------------------------------------------- terminal
@@ -763,8 +830,8 @@ def _markdown_table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str
 
 def _meta_lines(results: Any, frame: Any) -> list[str]:
     lines = []
-    if isinstance(results, (str, os.PathLike)):
-        grid = Path(results) / "grid.json" if Path(results).is_dir() else Path(results).parent / "grid.json"
+    for source in result_sources(results) or []:
+        grid = source / "grid.json" if source.is_dir() else source.parent / "grid.json"
         if grid.exists():
             meta = json.loads(grid.read_text(encoding="utf-8")).get("meta", {})
             lines.append(f"- command: `{meta.get('command', '?')}`")
@@ -825,7 +892,7 @@ def write_markdown(
     names = {m: scores.loc[scores["method"] == m, "method_name"].iloc[0] for m in methods}
     parts = ["# AIB report", ""]
     parts += [
-        f"- source: `{results if isinstance(results, (str, os.PathLike)) else 'rows'}`",
+        "- source: " + (", ".join(f"`{source}`" for source in result_sources(results) or []) or "rows"),
         f"- environments: {', '.join(dict.fromkeys(scores['env_name']))}",
         f"- methods: {', '.join(names[m] for m in methods)}",
         f"- seeds per run cell: {scores.groupby(['env', 'method', 'split'])['seed'].nunique().min()}"
@@ -946,7 +1013,7 @@ def write_markdown(
 
 
 def make_report(
-    results: str | os.PathLike | Sequence[Mapping[str, Any]],
+    results: Results,
     out: str | os.PathLike,
     reps: int = 50_000,
     seed: int = 0,
@@ -964,8 +1031,10 @@ def make_report(
     ``improvement.csv``, ``paired.csv`` (the reference against each baseline, paired by seed),
     ``per_context_eval_out.csv``, the PNG figures and ``report.md``.
 
-    :param results: a bench folder, ``results.csv``/``results.jsonl``, or a list of row dicts. For a bench folder (or a
-        table inside one) the diverged runs of its ``runs/`` are listed in the report and in ``ReportResult.diverged``.
+    :param results: a bench folder, ``results.csv``/``results.jsonl``, a list of them (their rows together: a study and
+        a baseline run apart, say), or a list of row dicts. For a bench folder (or a table inside one) the diverged
+        runs of its ``runs/`` are listed in the report and in ``ReportResult.diverged``. Each (env, method, seed) must
+        have one run (:func:`check_one_run_per_cell`).
     :param out: the report folder.
     :param reps: bootstrap replicates of the aggregate CIs (rliable's default 50,000).
     :param seed: bootstrap seed (every cell uses a fresh generator from it: results do not depend on the order).
@@ -986,6 +1055,7 @@ def make_report(
             raise ValueError(f"{exc}; every finished run diverged:\n{format_diverged(diverged)}") from None
         raise
     frame, diverged = select_runs(frame, diverged, envs, methods)
+    check_one_run_per_cell(frame)
     out.mkdir(parents=True, exist_ok=True)
     scores = final_scores(frame)
     env_bounds, warnings = normalisation_bounds(frame, bounds)
