@@ -425,6 +425,24 @@ def test_tables_keep_the_runs_of_every_invocation(tmp_path):
     assert {r["seed"] for r in bench.load_results(out / "results.csv")} == {0, 1}
 
 
+def test_a_grid_with_other_settings_is_refused_before_it_runs(tmp_path, capsys):
+    out = tmp_path / "bench"
+    args = dict(GRID, splits=("eval_out",))
+    bench.run_grid(["AIB-DI-v0"], ["dr"], [0], out, progress=False, **args)
+    grid = (out / "grid.json").read_text()
+    # another budget for the same env, method and seed: a report could not hold both runs, so none is trained
+    with pytest.raises(
+        ValueError, match=r"already holds a run of AIB-DI-v0 dr seed 0 with other settings .*budget 8 there, 12 here"
+    ):
+        bench.run_grid(["AIB-DI-v0"], ["dr"], [0, 1], out, progress=False, **{**args, "budget": 12})
+    assert (out / "grid.json").read_text() == grid and len(bench.finished_runs(out)) == 1
+    proc = run_cli([*CLI_ARGS, "--out", str(out), "--envs", "AIB-DI-v0", "--methods", "dr", "--seeds", "0", "--budget", "12"])
+    output, _ = proc.communicate(timeout=120)
+    assert proc.returncode == 2 and "Give this grid another --out" in output and "Traceback" not in output
+    # the same settings resume as before, and other seeds or methods are welcome
+    assert bench.run_grid(["AIB-DI-v0"], ["dr"], [0, 1], out, progress=False, **args).ok
+
+
 def test_a_second_driver_is_refused(tmp_path):
     out = tmp_path / "bench"
     out.mkdir()
@@ -630,6 +648,8 @@ def test_fault_protocol_in_bench_faults_and_report(tmp_path, capsys):
     rows = bench.load_results(out)
     assert {(r["method"], r["seed"]) for r in rows} == {("dmash", 0), ("dmash", 1), ("dr", 0), ("dr", 1)}
     assert {r["step"] for r in rows} == {8}  # at the trained runs' final step
+    with pytest.raises(ValueError, match=r"with other settings .*invert_at 50 there, 60 here.*Evaluate into another --out"):
+        bench.evaluate_faults(study, out, invert_at=60, progress=False)  # a second fault step would pool with the first
     report = make_report(out, tmp_path / "report", reps=200)
     assert set(report.tables["faults"]["method"]) == {"dmash", "dr"}
     assert "Faults (each run's last evaluation" in report.format()

@@ -843,6 +843,33 @@ def finished_runs(out: str | os.PathLike) -> list[dict[str, Any]]:
     return payloads
 
 
+def check_same_settings(out: str | os.PathLike, specs: Sequence[RunSpec], hint: str) -> None:
+    """Refuse ``specs`` when ``out`` already holds a finished run of one of their (env, method, seed) cells with other
+    settings: a report scores one run per cell and would refuse the folder (``check_one_run_per_cell``), after hours
+    of training.
+
+    :param hint: what to do instead (named in the error).
+    :raises ValueError: naming the cell, the run already there and the settings that differ.
+    """
+    cells = {(s.env, s.method, s.seed): s for s in specs}
+    for payload in finished_runs(out):
+        there = RunSpec.from_dict(payload["spec"])
+        spec = cells.get((there.env, there.method, there.seed))
+        if spec is None or spec.run_id == there.run_id:
+            continue
+        ours, theirs = spec.to_dict(), there.to_dict()
+        differ = ", ".join(
+            f"{key} {theirs.get(key)!r} there, {ours.get(key)!r} here"
+            for key in sorted(set(ours) | set(theirs))
+            if ours.get(key) != theirs.get(key)
+        )
+        raise ValueError(
+            f"{out} already holds a run of {there.env} {there.method} seed {there.seed} with other settings "
+            f"({payload['run_id']}: {differ}); a report scores one run per env, method and seed, so the two could "
+            f"not be reported together. {hint}"
+        )
+
+
 def load_error(out: str | os.PathLike, spec: RunSpec) -> dict[str, Any] | None:
     try:
         return json.loads(_run_path(Path(out), spec.run_id, error=True).read_text(encoding="utf-8"))
@@ -1279,6 +1306,7 @@ def _run_locked_grid(
     save_models: bool,
     checkpoints: bool,
 ) -> GridSummary:
+    check_same_settings(out, specs, "Give this grid another --out.")
     meta = {
         **run_metadata(),
         "command": command if command is not None else " ".join([os.path.basename(sys.argv[0]), *sys.argv[1:]]),
@@ -1434,6 +1462,7 @@ def evaluate_faults(
     missing: list[str] = []
     _limit_threads()
     with FolderLock(out):
+        todo = []  # (trained run, its spec, the fault evaluation's spec, the model)
         for payload in payloads:
             spec = RunSpec.from_dict(payload["spec"])
             if (envs is not None and spec.env not in envs) or (methods is not None and spec.method not in methods):
@@ -1448,6 +1477,11 @@ def evaluate_faults(
                 eval_episodes=n_episodes or spec.eval_episodes,
                 splits=tuple(splits) if splits is not None else spec.splits,
             )
+            todo.append((payload, spec, fault_spec, model_path))
+        check_same_settings(
+            out, [fault_spec for _, _, fault_spec, _ in todo], "Evaluate into another --out, or choose with --envs/--methods."
+        )
+        for payload, spec, fault_spec, model_path in todo:
             if load_run(out, fault_spec) is not None:
                 skipped.append(fault_spec.run_id)
                 continue
