@@ -47,7 +47,7 @@ CLI_ARGS = [
     "--batch-size", "40",
     "--no-progress",
 ]  # fmt: skip
-VOLATILE = {"commit", "sb3_dmash_version"}  # metadata that may differ between two checkouts, not results
+VOLATILE = {"commit", "sb3_dmash_version", "duration_s"}  # metadata that differs between two checkouts or runs
 
 
 def result_rows(rows):
@@ -94,7 +94,9 @@ def test_table_schema_and_contents(reference):
     keys = {(r["env"], r["method"], r["seed"], r["split"], r["step"]) for r in rows}
     assert len(keys) == len(rows)
     assert {r["step"] for r in rows} == {4, 8}
+    durations = {r["run_id"]: json.loads((out / "runs" / f"{r['run_id']}.json").read_text())["duration_s"] for r in rows}
     for row in rows:
+        assert row["duration_s"] == pytest.approx(durations[row["run_id"]]) and row["duration_s"] > 0
         assert len(row["per_context"]) == 20
         assert row["aer"] == pytest.approx(sum(row["per_context"]) / 20)
         assert row["budget"] == 8 and row["learning_starts"] == 4 and row["n_envs"] == 20 and row["n_episodes"] == 1

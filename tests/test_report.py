@@ -283,6 +283,7 @@ def fake_bench_folder(rows, out, diverged_reason: str = "non-finite critic loss 
                     if (r["env"], r["method"], r["seed"]) == (env, method, seed)
                 ]
                 payload = {"run_id": spec.run_id, "spec": spec.to_dict(), "meta": meta, "records": records}
+                payload["duration_s"] = 60.0 * (10 + seed) if method == "dmash" else None  # dr's runs: no wall-clock
                 if seed == 3:
                     payload.update(status="diverged", reason=diverged_reason, records=records[:3])
                 else:
@@ -449,3 +450,16 @@ def test_two_runs_of_one_cell_are_refused(rows, tmp_path):
     with pytest.raises(ValueError, match=r"AIB-DI-v0 dmash seed 0: runs \[.*\]; they differ in budget \['10000', '20000'\]"):
         make_report(folder, tmp_path / "rep", reps=300, plots=False)
     assert make_report(folder, tmp_path / "dr", reps=300, plots=False, methods=["dr"]).tables["scores"]["seed"].nunique() == 3
+
+
+def test_per_run_scores_with_wall_clock_and_commit(rows, tmp_path):
+    folder = fake_bench_folder(rows, tmp_path / "bench")
+    text = make_report(folder, tmp_path / "rep", reps=300, plots=False).markdown.read_text()
+    section = text.split("## Per-run scores (best of the last two evaluations)")[1].split("\n## ")[0]
+    assert "| Method | Seed | Train | Eval-in | Eval-out | Wall-clock | Commit |" in section
+    scores = final_scores(load_frame(folder)).set_index(["env", "method", "seed", "split"])["aer"]
+    di = section.split("### DI")[1].split("### ODE")[0]
+    expected = [f"{scores[('AIB-DI-v0', 'dmash', 1, s)]:.1f}" for s in ("train", "eval_in", "eval_out")]
+    assert f"| DMA*-SH | 1 | {' | '.join(expected)} | 11 min | `abc123` |" in di
+    assert "| DR | 0 |" in di and di.split("| DR | 0 |")[1].split("\n")[0].endswith("| - | `abc123` |")
+    assert "| DMA*-SH | 3 |" not in di  # the diverged run has no score

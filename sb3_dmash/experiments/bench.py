@@ -78,6 +78,7 @@ TABLE_COLUMNS = (
     "n_envs",
     "commit",
     "sb3_dmash_version",
+    "duration_s",
     "invert_at",
     "return_before",
     "return_after",
@@ -88,7 +89,9 @@ TABLE_COLUMNS = (
     "reward_trace",
 )
 """Columns of the results table, in order (``per_context``, ``env_kwargs`` and ``reward_trace`` are JSON in the CSV).
-The columns from ``invert_at`` on are filled by the fault protocol only (``--invert-at``, ``sb3-dmash faults``)."""
+``duration_s`` is the run's wall-clock (the sum of its segments when it resumed from checkpoints; for a fault
+evaluation, the evaluation's). The columns from ``invert_at`` on are filled by the fault protocol only
+(``--invert-at``, ``sb3-dmash faults``)."""
 
 
 # ---------------------------------------------------------------------------------------------------------- specs
@@ -913,6 +916,7 @@ def payload_rows(payload: Mapping[str, Any]) -> list[dict[str, Any]]:
         "n_envs": spec.n_envs,
         "commit": payload["meta"].get("commit", "unknown"),
         "sb3_dmash_version": payload["meta"].get("versions", {}).get("sb3-dmash", "unknown"),
+        "duration_s": payload.get("duration_s"),
     }
     rows = []
     for record in payload["records"]:
@@ -1554,7 +1558,15 @@ def load_results(path: str | os.PathLike) -> list[dict[str, Any]]:
             for key in ("eval_every", "n_envs", "invert_at", "reward_trace_start"):
                 if row.get(key) not in (None, ""):
                     out[key] = int(row[key])
-            for key in ("aer", "mean_reward", "return_before", "return_after", "recovery_median", "recovery_censored"):
+            for key in (
+                "aer",
+                "mean_reward",
+                "duration_s",
+                "return_before",
+                "return_after",
+                "recovery_median",
+                "recovery_censored",
+            ):
                 if row.get(key) not in (None, ""):
                     out[key] = float(row[key])
             if row.get("recovery_undefined") not in (None, ""):

@@ -851,6 +851,34 @@ def _meta_lines(results: Any, frame: Any) -> list[str]:
     return lines
 
 
+def _per_run_markdown(frame: Any, scores: Any, names: Mapping[str, str], methods: Sequence[str]) -> list[str]:
+    """Per env, one row per run: its score on each split, its wall-clock and the commit it ran from."""
+    splits = [s for s in SPLITS if s in set(scores["split"])]
+    runs = frame.drop_duplicates(["env", "method", "seed"]).set_index(["env", "method", "seed"])
+    parts = ["## Per-run scores (best of the last two evaluations)", ""]
+    for env, env_scores in scores.groupby("env", sort=False):
+        parts += [f"### {env_scores['env_name'].iloc[0]}", ""]
+        rows = []
+        for method in methods:
+            for seed in sorted(env_scores.loc[env_scores["method"] == method, "seed"].unique()):
+                cell = env_scores[(env_scores["method"] == method) & (env_scores["seed"] == seed)].set_index("split")
+                run = runs.loc[(env, method, seed)]
+                duration = run.get("duration_s")
+                commit = run.get("commit")
+                rows.append(
+                    [names[method], int(seed)]
+                    + [f"{cell.loc[s, 'aer']:.1f}" if s in cell.index else "-" for s in splits]
+                    + [
+                        f"{duration / 60:.0f} min" if duration is not None and np.isfinite(duration) else "-",
+                        f"`{str(commit)[:7]}{'+dirty' if str(commit).endswith('+dirty') else ''}`"
+                        if isinstance(commit, str)
+                        else "-",
+                    ]
+                )
+        parts += [_markdown_table(["Method", "Seed", *[SPLIT_NAMES[s] for s in splits], "Wall-clock", "Commit"], rows), ""]
+    return parts
+
+
 def _paired_markdown(paired: Any, names: Mapping[str, str], reference: str) -> list[str]:
     if paired is None or paired.empty:
         return []
@@ -981,6 +1009,7 @@ def write_markdown(
             "",
         ]
     parts += _paired_markdown(paired, names, reference)
+    parts += _per_run_markdown(frame, scores, names, methods)
     parts += ["## Per-environment AER (mean over seeds [95 % CI])", ""]
     for split in [s for s in (*SPLITS, *sorted(set(per_env["split"]) - set(SPLITS))) if s in set(per_env["split"])]:
         sel = per_env[per_env["split"] == split]
