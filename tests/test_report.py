@@ -284,6 +284,7 @@ def fake_bench_folder(rows, out, diverged_reason: str = "non-finite critic loss 
                 ]
                 payload = {"run_id": spec.run_id, "spec": spec.to_dict(), "meta": meta, "records": records}
                 payload["duration_s"] = 60.0 * (10 + seed) if method == "dmash" else None  # dr's runs: no wall-clock
+                payload["duration_s"] = 42.4 if (env, method, seed) == ("AIB-ODE-v0", "dmash", 2) else payload["duration_s"]
                 if seed == 3:
                     payload.update(status="diverged", reason=diverged_reason, records=records[:3])
                 else:
@@ -463,3 +464,4 @@ def test_per_run_scores_with_wall_clock_and_commit(rows, tmp_path):
     assert f"| DMA*-SH | 1 | {' | '.join(expected)} | 11 min | `abc123` |" in di
     assert "| DR | 0 |" in di and di.split("| DR | 0 |")[1].split("\n")[0].endswith("| - | `abc123` |")
     assert "| DMA*-SH | 3 |" not in di  # the diverged run has no score
+    assert "| 42 s | `abc123` |" in section.split("### ODE")[1]  # short runs (fault evaluations) in seconds

@@ -851,6 +851,12 @@ def _meta_lines(results: Any, frame: Any) -> list[str]:
     return lines
 
 
+def _duration_text(seconds: Any) -> str:
+    if seconds is None or not np.isfinite(seconds):
+        return "-"
+    return f"{seconds:.0f} s" if seconds < 120 else f"{seconds / 60:.0f} min"
+
+
 def _per_run_markdown(frame: Any, scores: Any, names: Mapping[str, str], methods: Sequence[str]) -> list[str]:
     """Per env, one row per run: its score on each split, its wall-clock and the commit it ran from."""
     splits = [s for s in SPLITS if s in set(scores["split"])]
@@ -869,7 +875,7 @@ def _per_run_markdown(frame: Any, scores: Any, names: Mapping[str, str], methods
                     [names[method], int(seed)]
                     + [f"{cell.loc[s, 'aer']:.1f}" if s in cell.index else "-" for s in splits]
                     + [
-                        f"{duration / 60:.0f} min" if duration is not None and np.isfinite(duration) else "-",
+                        _duration_text(duration),
                         f"`{str(commit)[:7]}{'+dirty' if str(commit).endswith('+dirty') else ''}`"
                         if isinstance(commit, str)
                         else "-",
