@@ -259,7 +259,7 @@ def _report(args: argparse.Namespace) -> int:
         base = Path(args.results[0])
         out = (base if base.is_dir() else base.parent) / "report"
     result = make_report(
-        args.results[0] if len(args.results) == 1 else args.results,
+        args.results,  # one path or several: make_report takes a list either way
         out,
         reps=args.reps,
         seed=args.seed,
